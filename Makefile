@@ -1,0 +1,38 @@
+# The two commands: `make run` and `make test`. Everything else is a step of theirs.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ENVSH  := set -a; . .run/services.env; set +a
+
+.PHONY: run test install services stop-services lint bench sample-data
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+services: install
+	bash scripts/services.sh start
+
+stop-services:
+	bash scripts/services.sh stop
+
+sample-data: services
+	$(ENVSH); $(PY) -m scripts.sample_data
+
+run: sample-data
+	$(ENVSH); PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start
+
+test: services
+	$(ENVSH); $(PY) -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+bench: services
+	$(ENVSH); $(PY) -m bench $(BENCH_ARGS)

@@ -1,0 +1,1 @@
+"""The `primer-cache` command line."""

@@ -1,0 +1,63 @@
+"""`primer-cache invalidate (--element ID | --category C | --all) [--dry-run]`.
+
+Runs the sweep in-process with the same code as the invalidate task, and prints what it did.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from cli.errors import OperationError, UsageError
+from config import load_settings
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "invalidate", help="delete cached primer responses now"
+    )
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--element", metavar="ID", help="a chunk_id or global element_id")
+    which.add_argument(
+        "--category",
+        metavar="C",
+        help="every key that lists category C, and every all-categories key (C is literal)",
+    )
+    which.add_argument("--all", action="store_true", help="every key under the primer prefix")
+    parser.add_argument("--dry-run", action="store_true", help="list the keys, delete nothing")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from core.batch import Batch
+    from core.predicate import ElementImage
+    from tasks.elements import element_images
+    from tasks.invalidation import run_invalidation
+    from tasks.runtime import Runtime
+
+    rt = Runtime(load_settings())
+    if args.all:
+        batch = Batch(flush=True, reason="operator: invalidate --all")
+    elif args.category is not None:
+        if not args.category:
+            raise UsageError("--category needs a non-empty category name")
+        batch = Batch.of([ElementImage.wildcard(args.category)])
+    else:
+        images = element_images(rt.db(), rt.settings, args.element)
+        if images is None:
+            raise OperationError(f"no chunk or global element with id {args.element!r}")
+        if not images:
+            print(f"element {args.element!r} is not in realm GLOBAL: no cached response holds it")
+            return 0
+        batch = Batch.of(images)
+    result = run_invalidation(rt, batch, dry_run=args.dry_run)
+    if args.json:
+        print(json.dumps({"dry_run": args.dry_run, **result.to_json()}, indent=2))
+        return 0
+    for key in result.keys:
+        print(key)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"{verb} {result.deleted} of {result.scanned} keys ({result.unparseable} unparseable)")
+    return 0

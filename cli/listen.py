@@ -1,0 +1,42 @@
+"""`primer-cache listen`: run the binlog listener in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Any
+
+from config import load_settings
+
+
+def register(commands: Any) -> None:
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "listen", help="tail the binlog and publish invalidations (Procfile: listener)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    from worker.listener import Listener
+    from worker.server_check import ServerSettingsError
+    from worker.stream import BinlogReader  # noqa: F401 - import errors surface before we lead
+
+    listener = Listener(settings)
+    listener.install_signal_handlers()
+    _warn_if_broker_evicts(settings)
+    try:
+        listener.run()
+    except ServerSettingsError as exc:
+        print(f"primer-cache listen: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _warn_if_broker_evicts(settings: Any) -> None:
+    from tasks.health import broker_eviction_warning
+
+    warning = broker_eviction_warning(settings)
+    if warning:
+        logging.getLogger("primer_cache").warning(warning)

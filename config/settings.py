@@ -1,0 +1,326 @@
+"""One frozen settings object, built once from the environment and the optional TOML file.
+
+Every bad value is collected and reported together in one ConfigError.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from config.errors import ConfigError
+from config.mysql import MySQLSettings
+from config.query import SEED_WARM_PATTERNS, Query
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_KEY_PREFIX = "megamind:primer:"
+DEFAULT_KEY_TEMPLATE = "primer:{cats}:{priority_threshold}:{enforcement_level}:{sort_by}:{limit}"
+KEY_FIELDS = ("cats", "priority_threshold", "enforcement_level", "sort_by", "limit")
+
+
+@dataclass(frozen=True)
+class PartitionSettings:
+    table: str = "megamind_global_element_analytics_partitioned"
+    months_ahead: int = 3
+    retain_months: int | None = None
+    schedule_hour: int = 3  # UTC hour of the daily beat run
+    lock_wait_timeout: int = 5
+    attempts: int = 5
+
+
+@dataclass(frozen=True)
+class Settings:
+    mysql: MySQLSettings
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = "redis://127.0.0.1:6379/1"
+    key_prefix: str = DEFAULT_KEY_PREFIX
+    key_template: str = DEFAULT_KEY_TEMPLATE
+    # The sidecar's own keys (checkpoint, leader lock, warm generations). Must lie outside
+    # the primer keys' SCAN pattern, or a sweep would delete them.
+    state_prefix: str = "primer-cache:"
+    ttl_seconds: int = 3600
+    compression: bool = True
+    warm_patterns: tuple[Query, ...] = SEED_WARM_PATTERNS
+    warm_refresh_seconds: int = 2700  # beat re-warms before the TTL runs out
+    ignored_columns: frozenset[str] = frozenset({"access_count", "last_accessed", "updated_at"})
+    second_pass_ms: int = 250
+    chunks_table: str = "megamind_chunks"
+    elements_table: str = "megamind_global_elements"
+    server_id: int = 0
+    batch_max_changes: int = 2000
+    batch_max_wait_ms: int = 5
+    leader_ttl_ms: int = 10_000
+    # Celery queues are named <queue_prefix>.invalidate/.warm/.maintenance; sidecars (or test
+    # runs) sharing one broker keep apart by using different prefixes.
+    queue_prefix: str = "primer"
+    partitions: PartitionSettings = field(default_factory=PartitionSettings)
+
+    def __repr__(self) -> str:
+        return (
+            f"Settings(mysql={self.mysql!r}, redis={self.redis_url!r}, prefix={self.key_prefix!r})"
+        )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from `env` (default os.environ); raise ConfigError naming every problem."""
+    env = os.environ if env is None else env
+    problems: list[str] = []
+
+    url = env.get("PRIMER_MYSQL_URL")
+    if url:
+        mysql = MySQLSettings.from_url(url, problems)
+    else:
+        mysql = MySQLSettings.from_megamind_env(env, problems)
+
+    redis_url = env.get("PRIMER_REDIS_URL") or DEFAULT_REDIS_URL
+    _check_redis_url("PRIMER_REDIS_URL", redis_url, problems)
+    broker_url = env.get("PRIMER_BROKER_URL") or _next_db(redis_url)
+    _check_broker_url(broker_url, problems)
+
+    values: dict[str, Any] = {}
+    path = env.get("PRIMER_CONFIG")
+    if path:
+        values = _read_toml(path, problems)
+
+    server_id_env = env.get("PRIMER_SERVER_ID")
+    if server_id_env is not None:
+        if server_id_env.isdigit() and 0 < int(server_id_env) < 2**32:
+            values["server_id"] = int(server_id_env)
+        else:
+            problems.append(
+                f"PRIMER_SERVER_ID {server_id_env!r} is not an integer in 1..4294967295"
+            )
+
+    if problems or mysql is None:
+        raise ConfigError(problems)
+    settings = Settings(mysql=mysql, redis_url=redis_url, broker_url=broker_url, **values)
+    if not settings.server_id:
+        settings = _replace(settings, server_id=_default_server_id())
+    return settings
+
+
+def _replace(settings: Settings, **changes: Any) -> Settings:
+    from dataclasses import replace
+
+    return replace(settings, **changes)
+
+
+def _default_server_id() -> int:
+    # Stable per host so a restarted listener keeps its id; replicas on one host must
+    # set PRIMER_SERVER_ID (two binlog streams with one server_id fail with error 4052).
+    return 1000 + zlib.crc32(socket.gethostname().encode()) % 1_000_000
+
+
+def _next_db(redis_url: str) -> str:
+    """The cache Redis URL with the next database number: the default broker."""
+    parts = urlsplit(redis_url)
+    path = parts.path.lstrip("/")
+    db = int(path) + 1 if path.isdigit() else 1
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+def _check_redis_url(name: str, url: str, problems: list[str]) -> None:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        problems.append(f"{name} {url!r} is not a valid URL: {exc}")
+        return
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        problems.append(f"{name} {url!r}: scheme must be redis://, rediss:// or unix://")
+    elif parts.scheme != "unix" and not parts.hostname:
+        problems.append(f"{name} {url!r} names no host")
+    path = parts.path.lstrip("/")
+    if parts.scheme != "unix" and path and not path.isdigit():
+        problems.append(f"{name} {url!r}: database {path!r} is not a number")
+
+
+def _check_broker_url(url: str, problems: list[str]) -> None:
+    scheme = urlsplit(url).scheme if "://" in url else ""
+    if scheme in ("redis", "rediss", "unix"):
+        _check_redis_url("PRIMER_BROKER_URL", url, problems)
+    elif scheme not in ("amqp", "amqps", "pyamqp", "sqs", "memory"):
+        problems.append(f"PRIMER_BROKER_URL {url!r}: unsupported scheme {scheme!r}")
+
+
+# ---- the TOML file --------------------------------------------------------------------------
+
+Check = Callable[[str, Any, list[str]], Any]
+
+
+def _int(lo: int, hi: int) -> Check:
+    def check(name: str, value: Any, problems: list[str]) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            problems.append(f"{name} = {value!r} is not an integer in {lo}..{hi}")
+        return value
+
+    return check
+
+
+def _bool(name: str, value: Any, problems: list[str]) -> Any:
+    if not isinstance(value, bool):
+        problems.append(f"{name} = {value!r} is not true or false")
+    return value
+
+
+def _string(name: str, value: Any, problems: list[str]) -> Any:
+    if not isinstance(value, str):
+        problems.append(f"{name} = {value!r} is not a string")
+    return value
+
+
+def _identifier(name: str, value: Any, problems: list[str]) -> Any:
+    if not isinstance(value, str) or not value.replace("_", "").isalnum():
+        problems.append(f"{name} = {value!r} is not a table name (letters, digits, _)")
+    return value
+
+
+def _columns(name: str, value: Any, problems: list[str]) -> Any:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"{name} = {value!r} is not a list of column names")
+        return frozenset()
+    return frozenset(value)
+
+
+def _template(name: str, value: Any, problems: list[str]) -> Any:
+    if not isinstance(value, str):
+        problems.append(f"{name} = {value!r} is not a string")
+        return value
+    import string
+
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+    except ValueError as exc:
+        problems.append(f"{name} = {value!r} is not a format string: {exc}")
+        return value
+    if sorted(fields) != sorted(KEY_FIELDS):
+        problems.append(
+            f"{name} = {value!r} must use each of {{{'}, {'.join(KEY_FIELDS)}}} exactly once"
+        )
+    if value[:1] == "{":
+        problems.append(f"{name} = {value!r} must start with literal text (the SCAN anchor)")
+    return value
+
+
+def _optional_int(lo: int, hi: int) -> Check:
+    inner = _int(lo, hi)
+
+    def check(name: str, value: Any, problems: list[str]) -> Any:
+        return None if value is False else inner(name, value, problems)
+
+    return check
+
+
+# (TOML section, key) -> (Settings field, check)
+_FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
+    ("cache", "key_prefix"): ("key_prefix", _string),
+    ("cache", "key_template"): ("key_template", _template),
+    ("cache", "state_prefix"): ("state_prefix", _string),
+    ("cache", "ttl_seconds"): ("ttl_seconds", _int(1, 30 * 86400)),
+    ("cache", "compression"): ("compression", _bool),
+    ("cache", "ignored_columns"): ("ignored_columns", _columns),
+    ("cache", "second_pass_ms"): ("second_pass_ms", _int(0, 60_000)),
+    ("warm", "refresh_seconds"): ("warm_refresh_seconds", _int(10, 30 * 86400)),
+    ("tables", "chunks"): ("chunks_table", _identifier),
+    ("tables", "global_elements"): ("elements_table", _identifier),
+    ("listener", "server_id"): ("server_id", _int(1, 2**32 - 1)),
+    ("listener", "batch_max_changes"): ("batch_max_changes", _int(1, 100_000)),
+    ("listener", "batch_max_wait_ms"): ("batch_max_wait_ms", _int(0, 10_000)),
+    ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(1000, 600_000)),
+    ("celery", "queue_prefix"): ("queue_prefix", _identifier),
+}
+_PARTITION_FIELDS: dict[str, Check] = {
+    "table": _identifier,
+    "months_ahead": _int(0, 120),
+    "retain_months": _optional_int(1, 1200),
+    "schedule_hour": _int(0, 23),
+    "lock_wait_timeout": _int(1, 3600),
+    "attempts": _int(1, 100),
+}
+
+
+def _read_toml(path: str, problems: list[str]) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            doc = tomllib.load(fh)
+    except OSError as exc:
+        problems.append(f"PRIMER_CONFIG {path!r} cannot be read: {exc.strerror}")
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        problems.append(f"PRIMER_CONFIG {path!r} is not valid TOML: {exc}")
+        return {}
+    return parse_document(doc, problems)
+
+
+def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+    """Map a parsed TOML document onto Settings fields, appending every problem found."""
+    values: dict[str, Any] = {}
+    sections = {"cache", "warm", "tables", "listener", "partitions", "celery"}
+    for section, body in doc.items():
+        if section not in sections:
+            problems.append(f"unknown section [{section}] (known: {', '.join(sorted(sections))})")
+            continue
+        if not isinstance(body, dict):
+            problems.append(f"[{section}] is not a table")
+            continue
+        if section == "partitions":
+            values["partitions"] = _partitions(body, problems)
+            continue
+        for key, value in body.items():
+            name = f"{section}.{key}"
+            if section == "warm" and key == "patterns":
+                values["warm_patterns"] = _warm_patterns(value, problems)
+                continue
+            if (section, key) not in _FIELDS:
+                problems.append(f"unknown setting {name}")
+                continue
+            attr, check = _FIELDS[(section, key)]
+            values[attr] = check(name, value, problems)
+    prefix = values.get("key_prefix", DEFAULT_KEY_PREFIX)
+    template = values.get("key_template", DEFAULT_KEY_TEMPLATE)
+    state = values.get("state_prefix", "primer-cache:")
+    if isinstance(prefix, str) and isinstance(template, str) and isinstance(state, str):
+        head = prefix + template.split("{", 1)[0]
+        if not state:
+            problems.append("cache.state_prefix must not be empty")
+        elif state.startswith(head) or head.startswith(state):
+            problems.append(
+                f"cache.state_prefix {state!r} overlaps the primer keys' prefix {head!r}: "
+                "sweeps would delete the sidecar's own state"
+            )
+    return values
+
+
+def _partitions(body: Mapping[str, Any], problems: list[str]) -> PartitionSettings:
+    values = {}
+    for key, value in body.items():
+        if key not in _PARTITION_FIELDS:
+            problems.append(f"unknown setting partitions.{key}")
+            continue
+        values[key] = _PARTITION_FIELDS[key](f"partitions.{key}", value, problems)
+    try:
+        return PartitionSettings(**values)
+    except TypeError:  # pragma: no cover - keys were checked above
+        return PartitionSettings()
+
+
+def _warm_patterns(value: Any, problems: list[str]) -> tuple[Query, ...]:
+    if not isinstance(value, list):
+        problems.append(f"warm.patterns = {value!r} is not a list of tables ([[warm.patterns]])")
+        return ()
+    patterns = []
+    for index, item in enumerate(value):
+        if not isinstance(item, dict):
+            problems.append(f"warm.patterns[{index}] = {item!r} is not a table")
+            continue
+        try:
+            patterns.append(Query.from_params(item))
+        except ValueError as exc:
+            problems.append(f"warm.patterns[{index}]: {exc}")
+    return tuple(patterns)

@@ -1,0 +1,54 @@
+"""The invalidation batch: what the listener (or an operator) hands the invalidate task.
+
+A batch is the union of the element images of many row changes: a key is affected by the
+batch when any image matches it, so duplicates collapse and the payload stays small however
+many transactions the batch covers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from core.predicate import ElementImage
+
+
+@dataclass(frozen=True)
+class Batch:
+    images: frozenset[ElementImage] = frozenset()
+    chunk_refs: frozenset[str] = frozenset()  # metadata changes: look these chunks up
+    flush: bool = False  # drop every primer key (DDL, lost checkpoint, cold start)
+    upto: str = ""  # the binlog position the batch ends at, for logs
+    reason: str = ""
+    transactions: int = 0
+
+    def __bool__(self) -> bool:
+        return bool(self.images or self.chunk_refs or self.flush)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "images": [image.to_json() for image in self.images],
+            "chunks": sorted(self.chunk_refs),
+            "flush": self.flush,
+            "upto": self.upto,
+            "reason": self.reason,
+            "transactions": self.transactions,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Batch:
+        return cls(
+            images=frozenset(ElementImage.from_json(item) for item in data.get("images", ())),
+            chunk_refs=frozenset(str(ref) for ref in data.get("chunks", ())),
+            flush=bool(data.get("flush", False)),
+            upto=str(data.get("upto", "")),
+            reason=str(data.get("reason", "")),
+            transactions=int(data.get("transactions", 0)),
+        )
+
+    @classmethod
+    def of(
+        cls, images: Iterable[ElementImage] = (), chunk_refs: Iterable[str] = (), **kw: Any
+    ) -> Batch:
+        return cls(images=frozenset(images), chunk_refs=frozenset(chunk_refs), **kw)

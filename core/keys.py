@@ -1,0 +1,126 @@
+"""The cache key format: the one place that builds, parses and pattern-matches primer keys.
+
+Default keys reproduce the seed's `generate_cache_key` under the L2 prefix, byte for byte:
+
+    megamind:primer:primer:<cats>:<priority_threshold>:<enforcement_level>:<sort_by>:<limit>
+
+`cats` is `"_".join(sorted(categories))`. Categories may themselves contain `_`, so a
+parsed key keeps `cats` as the joined text; the predicate (core.predicate) treats every
+`_`-aligned run of it as a category the key may list.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+
+from config.query import Query
+
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def escape_glob(text: str) -> str:
+    """Escape Redis glob metacharacters so `text` matches itself only in SCAN MATCH."""
+    return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFilter:
+    """The part of a query that decides which elements a cached response can contain."""
+
+    cats: str  # "_".join(sorted(categories)); "" means every category
+    threshold: Decimal
+    level: str  # a level, or "all"
+
+    @classmethod
+    def of(cls, query: Query) -> KeyFilter:
+        return cls(
+            cats="_".join(query.categories),
+            threshold=Decimal(repr(query.priority_threshold)),
+            level=query.enforcement_level,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedKey:
+    filter: KeyFilter
+    threshold_text: str
+    sort_by: str
+    limit: int
+
+    def query(self) -> Query:
+        """The query that builds this key (exact when no category contains `_`)."""
+        cats = tuple(self.filter.cats.split("_")) if self.filter.cats else ()
+        return Query(
+            categories=cats,
+            priority_threshold=float(self.threshold_text),
+            enforcement_level=self.filter.level,
+            sort_by=self.sort_by,
+            limit=self.limit,
+        )
+
+
+class KeyFormat:
+    """Builds and parses keys for one (prefix, template) pair from configuration."""
+
+    def __init__(self, prefix: str, template: str) -> None:
+        self.prefix = prefix
+        self.template = template
+        self.head = prefix + template.split("{", 1)[0]
+        self._regex = _compile(prefix, template)
+
+    def build(self, query: Query) -> str:
+        return self.prefix + self.template.format(
+            cats="_".join(query.categories),
+            priority_threshold=str(float(query.priority_threshold)),
+            enforcement_level=query.enforcement_level,
+            sort_by=query.sort_by,
+            limit=str(int(query.limit)),
+        )
+
+    def parse(self, key: str) -> ParsedKey | None:
+        """The key's query parameters, or None when the key is not one this format builds."""
+        match = self._regex.fullmatch(key)
+        if match is None:
+            return None
+        thr_text = match["priority_threshold"]
+        try:
+            thr = float(thr_text)
+            threshold = Decimal(thr_text)
+        except (ValueError, InvalidOperation):
+            return None
+        if not math.isfinite(thr) or not threshold.is_finite():
+            return None
+        limit_text = match["limit"]
+        if not limit_text.isdigit():
+            return None
+        return ParsedKey(
+            filter=KeyFilter(
+                cats=match["cats"], threshold=threshold, level=match["enforcement_level"]
+            ),
+            threshold_text=thr_text,
+            sort_by=match["sort_by"],
+            limit=int(limit_text),
+        )
+
+    def scan_pattern(self) -> str:
+        """SCAN MATCH pattern for every key under this format (and nothing else's)."""
+        return escape_glob(self.head) + "*"
+
+
+def _compile(prefix: str, template: str) -> re.Pattern[str]:
+    """A regex for the template: each field matches up to the literal text that follows it."""
+    parts = [re.escape(prefix)]
+    pieces = list(string.Formatter().parse(template))
+    for index, (literal, field, _spec, _conv) in enumerate(pieces):
+        parts.append(re.escape(literal))
+        if field is None:
+            continue
+        following = next((lit for lit, *_ in pieces[index + 1 :] if lit), "")
+        stop = following[:1]
+        body = f"[^{re.escape(stop)}]*" if stop else ".*"
+        parts.append(f"(?P<{field}>{body})")
+    return re.compile("".join(parts), re.DOTALL)

@@ -1,0 +1,66 @@
+"""The Celery app: settings that keep tasks from being lost, queues, routes, the beat schedule."""
+
+from __future__ import annotations
+
+import sys
+
+from celery import Celery
+from celery.schedules import crontab
+from kombu import Queue
+
+from config import ConfigError, Settings, load_settings
+
+# Stable task names: operators call them with `celery -A tasks call <name>`.
+INVALIDATE_TASK = "primer_cache.invalidate"
+WARM_TASK = "primer_cache.warm"
+WARM_ALL_TASK = "primer_cache.warm_all"
+ENSURE_PARTITIONS_TASK = "primer_cache.ensure_partitions"
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"primer-cache: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+settings = _settings()
+
+INVALIDATE_QUEUE = f"{settings.queue_prefix}.invalidate"
+WARM_QUEUE = f"{settings.queue_prefix}.warm"
+MAINTENANCE_QUEUE = f"{settings.queue_prefix}.maintenance"
+QUEUES = (INVALIDATE_QUEUE, WARM_QUEUE, MAINTENANCE_QUEUE)
+
+app = Celery("primer_cache", broker=settings.broker_url, backend=settings.broker_url)
+app.conf.update(
+    # JSON only: no pickle on the wire.
+    task_serializer="json",
+    result_serializer="json",
+    accept_content=["json"],
+    # At-least-once: a task is acked after it ran, and redelivered if its worker died.
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    # Redis redelivers an unacked message after this long; invalidations must not wait an hour.
+    broker_transport_options={"visibility_timeout": 600},
+    result_expires=3600,
+    task_queues=[Queue(name) for name in QUEUES],
+    task_default_queue=INVALIDATE_QUEUE,
+    task_routes={
+        INVALIDATE_TASK: {"queue": INVALIDATE_QUEUE},
+        WARM_TASK: {"queue": WARM_QUEUE},
+        WARM_ALL_TASK: {"queue": WARM_QUEUE},
+        ENSURE_PARTITIONS_TASK: {"queue": MAINTENANCE_QUEUE},
+    },
+    broker_connection_retry_on_startup=True,
+    worker_hijack_root_logger=False,
+    timezone="UTC",
+    enable_utc=True,
+)
+app.conf.beat_schedule = {
+    "ensure-partitions-daily": {
+        "task": ENSURE_PARTITIONS_TASK,
+        "schedule": crontab(minute=7, hour=settings.partitions.schedule_hour),
+    },
+}

@@ -1,0 +1,86 @@
+"""Per-process connections for tasks and commands: the cache Redis and MySQL.
+
+Created lazily and again after a fork, so Celery's prefork children never share a socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from typing import Any
+
+import pymysql
+import redis
+
+from config import Settings
+from core.keys import KeyFormat
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = KeyFormat(settings.key_prefix, settings.key_template)
+        self._pid = os.getpid()
+        self._redis: redis.Redis | None = None
+        self._db: pymysql.Connection | None = None
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._pid:
+            self._pid = os.getpid()
+            self._redis = None
+            self._db = None
+
+    @property
+    def redis(self) -> redis.Redis:
+        self._check_fork()
+        if self._redis is None:
+            self._redis = redis.Redis.from_url(
+                self.settings.redis_url,
+                socket_timeout=30,
+                socket_connect_timeout=5,
+                health_check_interval=30,
+            )
+        return self._redis
+
+    def db(self) -> pymysql.Connection:
+        """A live autocommit connection to the primer database (reconnects when dropped)."""
+        self._check_fork()
+        if self._db is None:
+            self._db = connect_mysql(self.settings)
+        else:
+            self._db.ping(reconnect=True)
+        return self._db
+
+    def drop_db(self) -> None:
+        if self._db is not None:
+            with contextlib.suppress(pymysql.Error):
+                self._db.close()
+            self._db = None
+
+
+def connect_mysql(settings: Settings, **extra: Any) -> pymysql.Connection:
+    return pymysql.connect(
+        database=settings.mysql.database,
+        autocommit=True,
+        connect_timeout=5,
+        read_timeout=60,
+        write_timeout=60,
+        charset="utf8mb4",
+        **settings.mysql.connect_kwargs(),
+        **extra,
+    )
+
+
+_runtime: Runtime | None = None
+
+
+def runtime(settings: Settings | None = None) -> Runtime:
+    """The process's Runtime, made on first use from `settings` (default: tasks.app's)."""
+    global _runtime
+    if _runtime is None:
+        if settings is None:
+            from tasks.app import settings as app_settings
+
+            settings = app_settings
+        _runtime = Runtime(settings)
+    return _runtime

@@ -1,0 +1,73 @@
+"""Fixtures for real services. A test that cannot reach them fails under CI=true and is
+skipped only on a developer machine without `make services`."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+import redis
+
+from config.mysql import MySQLSettings
+from tests.services import connect, scratch_database, service_env
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _unavailable(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"service unavailable under CI: {reason}", pytrace=False)
+    pytest.skip(f"service unavailable (run `make services`): {reason}")
+
+
+@pytest.fixture(scope="session")
+def services() -> dict[str, str]:
+    env = service_env()
+    if "PRIMER_MYSQL_URL" not in env:
+        _unavailable("PRIMER_MYSQL_URL is not set and .run/services.env is missing")
+    return env
+
+
+@pytest.fixture(scope="session")
+def mysql_params(services: dict[str, str]) -> dict[str, Any]:
+    problems: list[str] = []
+    parsed = MySQLSettings.from_url(services["PRIMER_MYSQL_URL"], problems)
+    assert parsed is not None, problems
+    return parsed.connect_kwargs()
+
+
+@pytest.fixture(scope="session")
+def admin(mysql_params: dict[str, Any]) -> Iterator[pymysql.Connection]:
+    try:
+        conn = connect(mysql_params)
+    except pymysql.err.OperationalError as exc:
+        _unavailable(f"MariaDB: {exc}")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="session")
+def redis_client(services: dict[str, str]) -> redis.Redis:
+    client = redis.Redis.from_url(services.get("PRIMER_REDIS_URL", "redis://127.0.0.1:6379/0"))
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis: {exc}")
+    return client
+
+
+@pytest.fixture
+def database(admin: pymysql.Connection) -> Iterator[str]:
+    """A fresh schema with the primer tables, dropped after the test."""
+    with scratch_database(admin) as name:
+        yield name
+
+
+@pytest.fixture
+def db(mysql_params: dict[str, Any], database: str) -> Iterator[pymysql.Connection]:
+    conn = connect(mysql_params, database)
+    yield conn
+    conn.close()

@@ -1,0 +1,145 @@
+"""Real services for tests: the private MariaDB and Redis that scripts/services.sh starts,
+throwaway schemas and key prefixes, and subprocesses (listener, Celery worker) with deadlines."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_FILE = ROOT / ".run" / "services.env"
+SCHEMA = ROOT / "sql" / "schema.sql"
+VENV_BIN = Path(sys.executable).parent
+
+
+def service_env() -> dict[str, str]:
+    """PRIMER_* service URLs: from the environment, else from .run/services.env."""
+    env = {k: v for k, v in os.environ.items() if k.startswith("PRIMER_")}
+    if "PRIMER_MYSQL_URL" not in env and ENV_FILE.exists():
+        for line in ENV_FILE.read_text().splitlines():
+            name, _, value = line.partition("=")
+            env.setdefault(name.strip(), value.strip())
+    return env
+
+
+def wait_for(
+    condition: Callable[[], Any], timeout: float = 20.0, interval: float = 0.02, what: str = ""
+) -> Any:
+    """Poll `condition` until it returns a truthy value; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+def connect(mysql_url_parts: dict[str, Any], database: str | None = None) -> pymysql.Connection:
+    return pymysql.connect(autocommit=True, database=database, **mysql_url_parts)
+
+
+@contextmanager
+def scratch_database(admin: pymysql.Connection, name: str | None = None) -> Iterator[str]:
+    """A schema created for one test (with the primer tables), dropped afterwards."""
+    name = name or unique("pct_")
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}`")
+        cur.execute(f"USE `{name}`")
+        for statement in SCHEMA.read_text().split(";"):
+            body = "\n".join(
+                line for line in statement.splitlines() if not line.strip().startswith("--")
+            ).strip()
+            if body:
+                cur.execute(body)
+    try:
+        yield name
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def delete_prefix(client: redis.Redis, prefix: str) -> None:
+    """Remove the keys a test wrote under its own unique prefix (never a flush)."""
+    batch = [key for key in client.scan_iter(match=f"{prefix}*", count=1000)]
+    for start in range(0, len(batch), 500):
+        client.unlink(*batch[start : start + 500])
+
+
+class Process:
+    """A subprocess with its output in a file; stopped by its own PID only."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self._fh = log.open("wb")
+        self.proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=self._fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                # its own process group: the worker's pool children go with it
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._fh.close()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._fh.close()
+
+
+def child_env(base: dict[str, str], **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PRIMER_", "MEGAMIND_"))}
+    env.update(base)
+    env.update(extra)
+    env["PATH"] = f"{VENV_BIN}:{env.get('PATH', '')}"
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def cli(
+    env: dict[str, str], *args: str, timeout: float = 120.0
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "primer-cache"), *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -1,0 +1,1 @@
+"""The binlog listener process: stream, batching, checkpoint, leader lock."""

@@ -1,0 +1,98 @@
+"""Row images to changes: the listener's pure step (no I/O).
+
+A row event of a watched table becomes a RowChange: the element images the change can
+affect keys through (before and after, GLOBAL only), and for the metadata table the chunk
+ids whose current images must be looked up when the change is processed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from core.predicate import ElementImage
+
+GLOBAL_REALM = "GLOBAL"
+CHUNKS = "chunks"
+ELEMENTS = "elements"
+
+
+class OddRowError(ValueError):
+    """Raised when a row image lacks a column the sidecar needs or holds a value it cannot read."""
+
+
+@dataclass(frozen=True, slots=True)
+class RowChange:
+    images: tuple[ElementImage, ...] = ()
+    chunk_refs: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.images or self.chunk_refs)
+
+
+Row = Mapping[str, Any]
+
+
+def changed_columns(before: Row, after: Row) -> set[str]:
+    """Columns whose values differ. A column present in one image only (binlog_row_image
+    NOBLOB leaves unchanged TEXT/JSON out of the after image) counts as changed."""
+    changed = {name for name in before.keys() & after.keys() if before[name] != after[name]}
+    return changed | (before.keys() ^ after.keys())
+
+
+def row_change(
+    role: str, before: Row | None, after: Row | None, ignored: Iterable[str]
+) -> RowChange | None:
+    """The change one row event makes: `role` is CHUNKS or ELEMENTS; `before` is None for an
+    insert, `after` None for a delete. None when the change cannot affect any cached key."""
+    if (
+        before is not None
+        and after is not None
+        and not changed_columns(before, after) - set(ignored)
+    ):
+        return None  # e.g. the primer server bumping access_count on a read
+    rows = [row for row in (before, after) if row is not None]
+    if role == ELEMENTS:
+        refs = tuple(dict.fromkeys(str(_required(row, "chunk_id")) for row in rows))
+        return RowChange(chunk_refs=refs)
+    images = tuple(dict.fromkeys(image for row in rows if (image := element_image(row))))
+    return RowChange(images=images) if images else None
+
+
+def element_image(row: Row) -> ElementImage | None:
+    """The row's image as a key filter sees it, or None when it is outside realm GLOBAL."""
+    if _required(row, "realm_id") != GLOBAL_REALM:
+        return None
+    category = row.get("element_category")
+    level = row.get("enforcement_level")
+    if category is not None and not isinstance(category, str):
+        raise OddRowError(f"element_category {category!r} is not text")
+    if level is not None and not isinstance(level, str):
+        raise OddRowError(
+            f"enforcement_level {level!r} is not text (is binlog_row_metadata=FULL set?)"
+        )
+    return ElementImage(
+        category=category, priority=_priority(row.get("priority_score")), level=level
+    )
+
+
+def _priority(value: Any) -> Decimal | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise OddRowError(f"priority_score {value!r} is not a number")
+    try:
+        priority = value if isinstance(value, Decimal) else Decimal(str(value))
+    except InvalidOperation:
+        raise OddRowError(f"priority_score {value!r} is not a number") from None
+    if not priority.is_finite():
+        raise OddRowError(f"priority_score {value!r} is not a finite number")
+    return priority
+
+
+def _required(row: Row, column: str) -> Any:
+    if column not in row:
+        raise OddRowError(f"row image has no column {column!r} (columns: {sorted(row)})")
+    return row[column]

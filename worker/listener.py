@@ -1,0 +1,227 @@
+"""The listener loop: lead, stream the binlog, publish batches, checkpoint after each publish.
+
+At-least-once: a checkpoint is written only after the broker accepted every batch up to it,
+so a crash replays (idempotent) invalidations and never skips one.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import threading
+import time
+from typing import Any
+
+import pymysql
+import redis
+from kombu.exceptions import OperationalError as BrokerError
+from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+
+from config import Settings
+from core.batch import Batch
+from worker.batcher import BatchBuilder, position_text
+from worker.leader import Leadership, LeadershipLost
+from worker.publisher import Publisher
+from worker.server_check import ServerInfo, check_server, current_position
+from worker.stream import BinlogReader
+
+log = logging.getLogger(__name__)
+
+TRANSIENT = (
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+    BrokerError,
+    ConnectionError,
+    OSError,
+)
+BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID the server lacks
+HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
+IDLE_CHECKPOINT_EVERY = 1.0
+
+
+class Listener:
+    def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
+        self.settings = settings
+        self.name = f"listener[server_id={settings.server_id}]"
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+        )
+        self.leadership = Leadership(self.redis, settings.state_prefix, settings.leader_ttl_ms)
+        self.publisher = publisher or Publisher()
+        self.stopping = threading.Event()
+
+    # ---- process lifetime -------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def warm_stop(signum: int, _frame: Any) -> None:
+            if self.stopping.is_set():
+                raise SystemExit(1)  # second signal: cold stop
+            log.info("%s: stopping after the current batch (signal %d)", self.name, signum)
+            self.stopping.set()
+
+        signal.signal(signal.SIGTERM, warm_stop)
+        signal.signal(signal.SIGINT, warm_stop)
+
+    def run(self) -> None:
+        """Run until stopped; server settings that are wrong raise ServerSettingsError."""
+        self.check_settings()
+        try:
+            while not self.stopping.is_set():
+                for attempt in Retrying(
+                    retry=retry_if_exception_type(TRANSIENT),
+                    wait=wait_exponential_jitter(initial=0.5, max=30),
+                    before_sleep=self._log_retry,
+                    reraise=True,
+                ):
+                    with attempt:
+                        self._lead_once()
+        finally:
+            self.leadership.release()
+
+    def check_settings(self) -> ServerInfo:
+        conn = self._connect()
+        try:
+            return check_server(conn)
+        finally:
+            conn.close()
+
+    def _log_retry(self, state: Any) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        delay = state.next_action.sleep if state.next_action else 0
+        log.warning("%s: %s; reconnecting in %.2f seconds", self.name, exc, delay)
+
+    def _connect(self) -> pymysql.Connection:
+        return pymysql.connect(
+            database=self.settings.mysql.database,
+            autocommit=True,
+            connect_timeout=5,
+            **self.settings.mysql.connect_kwargs(),
+        )
+
+    # ---- one leadership term ----------------------------------------------------------
+
+    def _lead_once(self) -> None:
+        if not self._wait_for_leadership():
+            return
+        try:
+            self._stream()
+        except LeadershipLost as exc:
+            log.warning("%s: %s; standing by", self.name, exc)
+
+    def _wait_for_leadership(self) -> bool:
+        announced = False
+        while not self.stopping.is_set():
+            if self.leadership.try_acquire():
+                return True
+            if not announced:
+                log.info("%s: leader is %s; waiting", self.name, self.leadership.holder())
+                announced = True
+            self.stopping.wait(self.leadership.renew_interval)
+        return False
+
+    def _stream(self) -> None:
+        conn = self._connect()
+        try:
+            server = check_server(conn)
+            checkpoint = self.leadership.load_checkpoint()
+            if checkpoint is None:
+                checkpoint = self._cold_start(conn, server, "no checkpoint (first start or lost)")
+        finally:
+            conn.close()
+        if self.settings.warm_patterns:
+            self.publisher.warm_all()
+        log.info("%s: streaming from %s", self.name, position_text(checkpoint))
+        events: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=50_000)
+        reader = BinlogReader(self.settings, server, checkpoint, events)
+        reader.start()
+        started = time.monotonic()
+        try:
+            self._consume(events)
+        except pymysql.err.OperationalError as exc:
+            if exc.args and exc.args[0] == BINLOG_GONE:
+                log.error(
+                    "%s: CHECKPOINT %s CANNOT BE RESUMED (%s): flushing the cache and "
+                    "starting from the current position",
+                    self.name,
+                    position_text(checkpoint),
+                    exc.args[-1],
+                )
+                self.leadership.clear_checkpoint()
+                return
+            if time.monotonic() - started > HEALTHY_AFTER:
+                log.warning("%s: stream broke (%s); reconnecting now", self.name, exc)
+                return
+            raise
+        finally:
+            reader.stop()
+
+    def _cold_start(self, conn: pymysql.Connection, server: ServerInfo, why: str) -> dict[str, Any]:
+        position = current_position(conn, server)
+        log.warning(
+            "%s: COLD START (%s): flushing every primer key and starting at %s",
+            self.name,
+            why,
+            position_text(position),
+        )
+        self.publisher.invalidate(
+            Batch(flush=True, reason=f"cold start: {why}", upto=position_text(position))
+        )
+        checkpoint = {**position, "event_time": 0, "saved_at": time.time()}
+        self.leadership.save_checkpoint(checkpoint)
+        return checkpoint
+
+    def _consume(self, events: queue.Queue[tuple[Any, ...]]) -> None:
+        s = self.settings
+        builder = BatchBuilder(s.chunks_table, s.elements_table, s.ignored_columns)
+        max_wait = s.batch_max_wait_ms / 1000.0
+        saved_at = time.monotonic()
+        while not self.stopping.is_set():
+            self.leadership.renew_if_due()
+            try:
+                item = events.get(timeout=self.leadership.renew_interval / 2)
+            except queue.Empty:
+                continue
+            deadline = time.monotonic() + max_wait
+            self._handle(builder, item)
+            # Coalesce what is already readable, bounded by a count and a few milliseconds;
+            # a batch is cut only at a transaction boundary.
+            while not builder.complete or (
+                builder.rows < s.batch_max_changes and time.monotonic() < deadline
+            ):
+                remaining = deadline - time.monotonic()
+                try:
+                    item = events.get(
+                        timeout=remaining if remaining > 0 and builder.complete else 0.5
+                    )
+                except queue.Empty:
+                    if builder.complete:
+                        break
+                    self.leadership.renew_if_due()
+                    if self.stopping.is_set():
+                        return
+                    continue
+                self._handle(builder, item)
+            batch, position, event_time = builder.take()
+            assert position is not None
+            if batch:
+                self.publisher.invalidate(batch)
+            elif time.monotonic() - saved_at < IDLE_CHECKPOINT_EVERY:
+                continue  # nothing published: the checkpoint can wait a little
+            self.leadership.save_checkpoint(
+                {**position, "event_time": event_time, "saved_at": time.time()}
+            )
+            saved_at = time.monotonic()
+
+    def _handle(self, builder: BatchBuilder, item: tuple[Any, ...]) -> None:
+        kind = item[0]
+        if kind == "row":
+            builder.row(item[1], item[2], item[3])
+        elif kind == "end":
+            builder.end(item[1], item[2])
+        elif kind == "ddl":
+            builder.ddl(item[1], item[2])
+        elif kind == "error":
+            raise item[1]

@@ -1,0 +1,29 @@
+"""Hands batches to Celery; returns only once the broker has the message."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core.batch import Batch
+
+# Retry the publish itself a little (broker blips); past that the listener reconnects and
+# replays from its checkpoint, so nothing is lost either way.
+RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 2}
+
+
+class Publisher:
+    def __init__(self) -> None:
+        from tasks.app import INVALIDATE_QUEUE, INVALIDATE_TASK, WARM_ALL_TASK, WARM_QUEUE, app
+
+        self._app = app
+        self._invalidate = (INVALIDATE_TASK, INVALIDATE_QUEUE)
+        self._warm_all = (WARM_ALL_TASK, WARM_QUEUE)
+
+    def invalidate(self, batch: Batch) -> None:
+        self._send(*self._invalidate, args=[batch.to_json()])
+
+    def warm_all(self) -> None:
+        self._send(*self._warm_all, args=[])
+
+    def _send(self, name: str, queue: str, args: list[Any]) -> None:
+        self._app.send_task(name, args=args, queue=queue, retry=True, retry_policy=RETRY_POLICY)

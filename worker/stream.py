@@ -1,0 +1,189 @@
+"""The binlog reader: a thread that turns the binlog into a queue of plain records.
+
+A thread, because python-mysql-replication blocks in a socket read; the listener's loop
+then sees "what is already readable" (the queue) and can renew its lock meanwhile.
+
+Records:  ("row", table, before, after)    one row of a watched table
+          ("end", position, timestamp)     a transaction ended; position resumes after it
+          ("ddl", table, query)            TRUNCATE/DROP/ALTER/RENAME of a watched table
+          ("error", exception)             the reader stopped
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import re
+import threading
+from typing import Any
+
+from pymysqlreplication import BinLogStreamReader
+from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
+from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+
+from config import Settings
+from worker.server_check import ServerInfo
+
+log = logging.getLogger(__name__)
+
+_MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row image (NOBLOB)
+_DDL = re.compile(r"^\s*(TRUNCATE|DROP|ALTER|RENAME|CREATE\s+OR\s+REPLACE)\b", re.IGNORECASE)
+
+
+class Position:
+    """Where the stream has got to, as a checkpoint: GTID state, or file+pos."""
+
+    def __init__(self, start: dict[str, Any], server: ServerInfo) -> None:
+        self.server = server
+        self.file = start.get("file")
+        self.pos = start.get("pos")
+        self.domains: dict[str, str] = {}  # MariaDB: domain id -> last complete GTID
+        self.gtid_set = str(start.get("gtid", ""))
+        if server.is_mariadb:
+            for gtid in filter(None, (g.strip() for g in self.gtid_set.split(","))):
+                self.domains[gtid.split("-", 1)[0]] = gtid
+        self.current: str | None = None
+
+    def begin(self, gtid: str) -> None:
+        self.current = gtid
+
+    def end(self, stream: BinLogStreamReader) -> dict[str, Any]:
+        """Record the end of the current transaction; return the checkpoint after it."""
+        if self.current is not None:
+            if self.server.is_mariadb:
+                self.domains[self.current.split("-", 1)[0]] = self.current
+                self.gtid_set = ",".join(self.domains[d] for d in sorted(self.domains, key=int))
+            else:
+                from pymysqlreplication.gtid import GtidSet
+
+                merged = GtidSet(self.gtid_set) + GtidSet(self.current)
+                self.gtid_set = str(merged)
+            self.current = None
+        self.file, self.pos = stream.log_file, stream.log_pos
+        return self.checkpoint()
+
+    def checkpoint(self) -> dict[str, Any]:
+        if self.server.gtid_mode:
+            return {"gtid": self.gtid_set}
+        return {"file": self.file, "pos": self.pos}
+
+
+class BinlogReader(threading.Thread):
+    def __init__(
+        self,
+        settings: Settings,
+        server: ServerInfo,
+        start: dict[str, Any],
+        out: queue.Queue[tuple[Any, ...]],
+    ) -> None:
+        super().__init__(name="binlog-reader", daemon=True)
+        self.settings = settings
+        self.server = server
+        self.position = Position(start, server)
+        self.out = out
+        self.tables = {settings.chunks_table, settings.elements_table}
+        self._stop = threading.Event()
+        kwargs: dict[str, Any] = {}
+        if server.gtid_mode:
+            kwargs["auto_position"] = self.position.gtid_set
+        else:
+            kwargs.update(log_file=self.position.file, log_pos=self.position.pos)
+        self.stream = BinLogStreamReader(
+            connection_settings=settings.mysql.connect_kwargs(),
+            server_id=settings.server_id,
+            blocking=True,
+            resume_stream=True,
+            is_mariadb=server.is_mariadb,
+            only_events=[
+                WriteRowsEvent,
+                UpdateRowsEvent,
+                DeleteRowsEvent,
+                XidEvent,
+                QueryEvent,
+                MariadbGtidEvent,
+                GtidEvent,
+            ],
+            only_schemas=None,
+            slave_heartbeat=5,
+            **kwargs,
+        )
+
+    def stop(self) -> None:
+        self._stop.set()
+        # closing a broken socket may raise anything; the thread is ending either way
+        with contextlib.suppress(Exception):
+            self.stream.close()
+
+    def run(self) -> None:
+        try:
+            self._read()
+        except Exception as exc:
+            if not self._stop.is_set():
+                self.out.put(("error", exc))
+
+    def _read(self) -> None:
+        database = self.settings.mysql.database
+        put = self.out.put
+        for event in self.stream:
+            if self._stop.is_set():
+                return
+            if isinstance(event, (MariadbGtidEvent, GtidEvent)):
+                self.position.begin(event.gtid)
+            elif isinstance(event, XidEvent):
+                self._end(event.timestamp)
+            elif isinstance(event, QueryEvent):
+                query = _text(event.query)
+                if query.upper() == "BEGIN":
+                    continue
+                if _DDL.match(query) and self._touches_watched(query, _text(event.schema)):
+                    put(("ddl", _text(event.schema), query))
+                self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
+            elif event.schema == database and event.table in self.tables:
+                table = event.table
+                if isinstance(event, UpdateRowsEvent):
+                    for row in event.rows:
+                        before = _present(row["before_values"], row.get("before_none_sources"))
+                        after = _present(row["after_values"], row.get("after_none_sources"))
+                        put(("row", table, before, after))
+                else:
+                    is_insert = isinstance(event, WriteRowsEvent)
+                    for row in event.rows:
+                        values = _present(row["values"], row.get("none_sources"))
+                        put(
+                            ("row", table, None, values)
+                            if is_insert
+                            else ("row", table, values, None)
+                        )
+            # Keep the library's own reconnect (error 2013) resuming from here, not from
+            # where the stream was opened.
+            if self.server.gtid_mode and self.position.current is None:
+                self.stream.auto_position = self.position.gtid_set or self.stream.auto_position
+
+    def _end(self, timestamp: int) -> None:
+        self.out.put(("end", self.position.end(self.stream), timestamp))
+
+    def _touches_watched(self, query: str, schema: str) -> bool:
+        """Whether a DDL statement names a watched table of our database (safe side: a
+        statement naming the table in another database also counts when ours is named)."""
+        lowered = query.lower()
+        database = self.settings.mysql.database.lower()
+        if schema.lower() != database and database not in lowered:
+            return False
+        return any(
+            re.search(rf"(^|[^a-z0-9_$]){re.escape(table.lower())}($|[^a-z0-9_$])", lowered)
+            for table in self.tables
+        )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return str(value or "")
+
+
+def _present(values: dict[str, Any], none_sources: dict[str, str] | None) -> dict[str, Any]:
+    """The row image without the columns it does not carry (binlog_row_image=NOBLOB)."""
+    if not none_sources or _MISSING not in none_sources.values():
+        return values
+    return {name: value for name, value in values.items() if none_sources.get(name) != _MISSING}
