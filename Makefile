@@ -21,7 +21,7 @@ stop-services:
 	bash scripts/services.sh stop
 
 sample-data: services
-	$(ENVSH); $(PY) -m scripts.sample_data
+	$(ENVSH); $(PY) scripts/sample_data.py
 
 run: sample-data
 	$(ENVSH); PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/honcho start

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import OperationError, UsageError
 from config import load_settings
+
+if TYPE_CHECKING:
+    from core.keys import ParsedKey
 
 
 def register(commands: Any) -> None:
@@ -22,7 +26,7 @@ def register(commands: Any) -> None:
     which.add_argument(
         "--category",
         metavar="C",
-        help="every key that lists category C, and every all-categories key (C is literal)",
+        help="every key whose category list names C (literally: '*' is a name)",
     )
     which.add_argument("--all", action="store_true", help="every key under the primer prefix")
     parser.add_argument("--dry-run", action="store_true", help="list the keys, delete nothing")
@@ -32,18 +36,22 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from core.batch import Batch
-    from core.predicate import ElementImage
+    from core.predicate import ElementImage, category_listed
     from tasks.elements import element_images
     from tasks.invalidation import run_invalidation
     from tasks.runtime import Runtime
 
     rt = Runtime(load_settings())
+    doomed: Callable[[ParsedKey], bool] | None = None
     if args.all:
         batch = Batch(flush=True, reason="operator: invalidate --all")
     elif args.category is not None:
         if not args.category:
             raise UsageError("--category needs a non-empty category name")
-        batch = Batch.of([ElementImage.wildcard(args.category)])
+        category = args.category
+        batch = Batch.of([ElementImage.wildcard(category)])
+        # Keys that list the category, taken literally (`*` is a name, not a pattern).
+        doomed = lambda parsed: category_listed(category, parsed.filter.cats)  # noqa: E731
     else:
         images = element_images(rt.db(), rt.settings, args.element)
         if images is None:
@@ -52,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"element {args.element!r} is not in realm GLOBAL: no cached response holds it")
             return 0
         batch = Batch.of(images)
-    result = run_invalidation(rt, batch, dry_run=args.dry_run)
+    result = run_invalidation(rt, batch, dry_run=args.dry_run, doomed=doomed)
     if args.json:
         print(json.dumps({"dry_run": args.dry_run, **result.to_json()}, indent=2))
         return 0

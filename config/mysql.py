@@ -29,7 +29,7 @@ class MySQLSettings:
             "host": self.host,
             "port": self.port,
             "user": self.user,
-            "passwd": self.password,
+            "password": self.password,
         }
 
     @classmethod

@@ -22,6 +22,7 @@ class Batch:
     upto: str = ""  # the binlog position the batch ends at, for logs
     reason: str = ""
     transactions: int = 0
+    second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs or self.flush)
@@ -34,6 +35,7 @@ class Batch:
             "upto": self.upto,
             "reason": self.reason,
             "transactions": self.transactions,
+            "second_pass": self.second_pass,
         }
 
     @classmethod
@@ -45,6 +47,7 @@ class Batch:
             upto=str(data.get("upto", "")),
             reason=str(data.get("reason", "")),
             transactions=int(data.get("transactions", 0)),
+            second_pass=bool(data.get("second_pass", False)),
         )
 
     @classmethod

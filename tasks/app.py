@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from celery import Celery
 from celery.schedules import crontab
+from celery.signals import worker_init
 from kombu import Queue
 
 from config import ConfigError, Settings, load_settings
@@ -64,3 +66,12 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=7, hour=settings.partitions.schedule_hour),
     },
 }
+
+
+@worker_init.connect
+def _warn_if_broker_evicts(**_: object) -> None:
+    from tasks.health import broker_eviction_warning
+
+    warning = broker_eviction_warning(settings)
+    if warning:
+        logging.getLogger("primer_cache").warning(warning)

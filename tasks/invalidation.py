@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import pymysql
 import redis
 
 from core.batch import Batch
+from core.keys import ParsedKey
 from core.predicate import ChangeIndex
-from tasks import metrics
+from tasks import metrics, warming
 from tasks.app import INVALIDATE_TASK, app
 from tasks.elements import chunk_images
 from tasks.runtime import Runtime, runtime
@@ -28,10 +30,31 @@ TRANSIENT_ERRORS = (
 )
 
 
-def run_invalidation(rt: Runtime, batch: Batch, *, dry_run: bool = False) -> SweepResult:
-    """Delete (or, dry, list) every cached key the batch affects."""
+def run_invalidation(
+    rt: Runtime,
+    batch: Batch,
+    *,
+    dry_run: bool = False,
+    doomed: Callable[[ParsedKey], bool] | None = None,
+) -> SweepResult:
+    """Delete (or, dry, list) every cached key the batch affects.
+
+    Order matters for race-free warming: warm generations are bumped before the sweep
+    deletes, so a warm that read the database before the change cannot write after it.
+    `doomed` narrows the keys below what the batch's images affect (operator commands).
+    """
     started = time.perf_counter()
-    if batch.flush:
+    index: ChangeIndex | None = None
+    if not batch.flush:
+        images = set(batch.images)
+        if batch.chunk_refs:
+            images.update(chunk_images(rt.db(), rt.settings, batch.chunk_refs))
+        index = ChangeIndex(images)
+        if not index:
+            return SweepResult()
+    if not dry_run:
+        warming.before_delete(rt, index)
+    if index is None:
         result = sweep(rt.redis, rt.keys, lambda parsed: True, dry_run=dry_run)
         log.warning(
             "FLUSHED %d primer keys under %r (%s) up to %s",
@@ -41,21 +64,17 @@ def run_invalidation(rt: Runtime, batch: Batch, *, dry_run: bool = False) -> Swe
             batch.upto or "-",
         )
     else:
-        images = set(batch.images)
-        if batch.chunk_refs:
-            images.update(chunk_images(rt.db(), rt.settings, batch.chunk_refs))
-        index = ChangeIndex(images)
-        if not index:
-            return SweepResult()
+        affects = index.affects
         result = sweep(
-            rt.redis, rt.keys, lambda parsed: index.affects(parsed.filter), dry_run=dry_run
+            rt.redis, rt.keys, doomed or (lambda parsed: affects(parsed.filter)), dry_run=dry_run
         )
         log.info(
-            "invalidated %d of %d keys for %d images (%d transactions) up to %s",
+            "invalidated %d of %d keys for %d images (%d transactions)%s up to %s",
             result.deleted,
             result.scanned,
             index.size,
             batch.transactions,
+            " [second pass]" if batch.second_pass else "",
             batch.upto or "-",
         )
     if result.unparseable:
@@ -64,11 +83,13 @@ def run_invalidation(rt: Runtime, batch: Batch, *, dry_run: bool = False) -> Swe
         metrics.record_sweep(
             rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started
         )
+        warming.after_invalidation(rt, batch, index)
     return result
 
 
 @app.task(
     name=INVALIDATE_TASK,
+    ignore_result=True,
     autoretry_for=TRANSIENT_ERRORS,
     retry_backoff=0.5,
     retry_backoff_max=30,

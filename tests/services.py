@@ -55,6 +55,13 @@ def connect(mysql_url_parts: dict[str, Any], database: str | None = None) -> pym
     return pymysql.connect(autocommit=True, database=database, **mysql_url_parts)
 
 
+def schema_statements() -> list[str]:
+    text = "\n".join(
+        line for line in SCHEMA.read_text().splitlines() if not line.strip().startswith("--")
+    )
+    return [statement.strip() for statement in text.split(";") if statement.strip()]
+
+
 @contextmanager
 def scratch_database(admin: pymysql.Connection, name: str | None = None) -> Iterator[str]:
     """A schema created for one test (with the primer tables), dropped afterwards."""
@@ -62,12 +69,8 @@ def scratch_database(admin: pymysql.Connection, name: str | None = None) -> Iter
     with admin.cursor() as cur:
         cur.execute(f"CREATE DATABASE `{name}`")
         cur.execute(f"USE `{name}`")
-        for statement in SCHEMA.read_text().split(";"):
-            body = "\n".join(
-                line for line in statement.splitlines() if not line.strip().startswith("--")
-            ).strip()
-            if body:
-                cur.execute(body)
+        for statement in schema_statements():
+            cur.execute(statement)
     try:
         yield name
     finally:

@@ -1,0 +1,148 @@
+"""Configuration: defaults reproduce the seed; every bad value is named; processes exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Query, load_settings
+from config.query import SEED_WARM_PATTERNS
+from tests.services import child_env, cli
+
+GOOD = {"PRIMER_MYSQL_URL": "mysql://u:secret@db.example:3307/megamind"}
+
+
+def test_defaults_reproduce_the_seed() -> None:
+    s = load_settings(GOOD)
+    assert s.key_prefix == "megamind:primer:"
+    assert s.ttl_seconds == 3600 and s.compression is True
+    assert s.warm_patterns == SEED_WARM_PATTERNS
+    assert s.ignored_columns == {"access_count", "last_accessed", "updated_at"}
+    assert (s.mysql.host, s.mysql.port, s.mysql.user, s.mysql.database) == (
+        "db.example",
+        3307,
+        "u",
+        "megamind",
+    )
+    assert s.broker_url == "redis://127.0.0.1:6379/1"  # the cache Redis, next db
+    assert "secret" not in repr(s) and "secret" not in repr(s.mysql)
+
+
+def test_megamind_variables_serve_when_the_url_is_unset() -> None:
+    s = load_settings(
+        {
+            "MEGAMIND_DB_HOST": "h",
+            "MEGAMIND_DB_PORT": "3310",
+            "MEGAMIND_DB_NAME": "mm",
+            "MEGAMIND_DB_USER": "u",
+            "MEGAMIND_DB_PASSWORD": "p",
+        }
+    )
+    assert (s.mysql.host, s.mysql.port, s.mysql.database, s.mysql.password) == (
+        "h",
+        3310,
+        "mm",
+        "p",
+    )
+
+
+def test_every_bad_setting_is_named_at_once(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        "[cache]\nttl_seconds = -5\ncompression = 'yes'\nbogus = 1\n"
+        "[[warm.patterns]]\ninclude_categories = ['security']\nenforcement_level = 'urgent'\n"
+        "[[warm.patterns]]\nlimit = -3\npriority_threshold = 1.5\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings(
+            {
+                "PRIMER_MYSQL_URL": "postgres://h/db",
+                "PRIMER_REDIS_URL": "redis://h:1/x",
+                "PRIMER_CONFIG": str(toml),
+                "PRIMER_SERVER_ID": "zero",
+            }
+        )
+    text = str(err.value)
+    for needle in [
+        "postgres://h/db",
+        "redis://h:1/x",
+        "ttl_seconds = -5",
+        "compression = 'yes'",
+        "cache.bogus",
+        "'urgent'",
+        "limit -3",
+        "1.5",
+        "PRIMER_SERVER_ID 'zero'",
+    ]:
+        assert needle in text, needle
+
+
+def test_missing_database_url_says_what_to_set() -> None:
+    with pytest.raises(ConfigError, match="PRIMER_MYSQL_URL"):
+        load_settings({})
+
+
+def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be read"):
+        load_settings({**GOOD, "PRIMER_CONFIG": str(tmp_path / "missing.toml")})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[cache\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_settings({**GOOD, "PRIMER_CONFIG": str(bad)})
+
+
+def test_template_and_state_prefix_are_checked(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        "[cache]\nkey_template = 'primer:{cats}:{limit}'\n"
+        "key_prefix = 'app:'\nstate_prefix = 'app:primer:'\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
+    assert "key_template" in str(err.value)
+    assert "state_prefix" in str(err.value)
+
+
+def test_empty_prefix_is_allowed(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[cache]\nkey_prefix = ''\n[warm]\npatterns = []\n")
+    s = load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
+    assert s.key_prefix == "" and s.warm_patterns == ()
+
+
+def test_query_from_params_names_bad_values() -> None:
+    with pytest.raises(ValueError, match=r"'sometimes'.*limit 0"):
+        Query.from_params({"enforcement_level": "sometimes", "limit": 0})
+    assert Query.from_params({"include_categories": ["b", "a"]}).categories == ("a", "b")
+
+
+@pytest.mark.parametrize(
+    "env, needle",
+    [
+        ({"PRIMER_MYSQL_URL": "mysql://root@127.0.0.1:notaport/db"}, "notaport"),
+        ({"PRIMER_MYSQL_URL": "mysql://root@127.0.0.1:3306"}, "names no database"),
+    ],
+)
+@pytest.mark.parametrize("command", [["status"], ["listen"], ["invalidate", "--all"]])
+def test_commands_exit_2_on_bad_configuration(
+    env: dict[str, str], needle: str, command: list[str]
+) -> None:
+    done = cli(child_env(env), *command, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert needle in done.stderr
+
+
+def test_bad_toml_value_exits_2(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[listener]\nbatch_max_changes = 0\n")
+    done = cli(child_env({**GOOD, "PRIMER_CONFIG": str(toml)}), "status", timeout=60)
+    assert done.returncode == 2
+    assert "listener.batch_max_changes = 0" in done.stderr
+
+
+def test_operator_argument_errors_exit_2() -> None:
+    done = cli(child_env(GOOD), "invalidate", "--element", "x", "--all")
+    assert done.returncode == 2 and "not allowed with" in done.stderr
+    done = cli(child_env(GOOD), "invalidate")
+    assert done.returncode == 2 and "required" in done.stderr
