@@ -56,6 +56,7 @@ class Settings:
     batch_max_changes: int = 2000
     batch_max_wait_ms: int = 5
     leader_ttl_ms: int = 10_000
+    max_in_flight: int = 2  # published batches not yet swept; 0 = no backpressure
     # Celery queues are named <queue_prefix>.invalidate/.warm/.maintenance; sidecars (or test
     # runs) sharing one broker keep apart by using different prefixes.
     queue_prefix: str = "primer"
@@ -233,6 +234,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("listener", "batch_max_changes"): ("batch_max_changes", _int(1, 100_000)),
     ("listener", "batch_max_wait_ms"): ("batch_max_wait_ms", _int(0, 10_000)),
     ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(1000, 600_000)),
+    ("listener", "max_in_flight"): ("max_in_flight", _int(0, 1000)),
     ("celery", "queue_prefix"): ("queue_prefix", _identifier),
 }
 _PARTITION_FIELDS: dict[str, Check] = {

@@ -22,6 +22,7 @@ class Batch:
     upto: str = ""  # the binlog position the batch ends at, for logs
     reason: str = ""
     transactions: int = 0
+    term: str = ""  # the publishing listener's leadership term, for backpressure
     second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
 
     def __bool__(self) -> bool:
@@ -36,6 +37,7 @@ class Batch:
             "reason": self.reason,
             "transactions": self.transactions,
             "second_pass": self.second_pass,
+            "term": self.term,
         }
 
     @classmethod
@@ -48,6 +50,7 @@ class Batch:
             reason=str(data.get("reason", "")),
             transactions=int(data.get("transactions", 0)),
             second_pass=bool(data.get("second_pass", False)),
+            term=str(data.get("term", "")),
         )
 
     @classmethod

@@ -17,6 +17,7 @@ from tasks.app import INVALIDATE_TASK, app
 from tasks.elements import chunk_images
 from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, sweep
+from worker.flow import mark_completed
 
 log = logging.getLogger(__name__)
 
@@ -97,4 +98,15 @@ def run_invalidation(
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
 def invalidate(batch: dict) -> dict:
-    return run_invalidation(runtime(), Batch.from_json(batch)).to_json()
+    rt, parsed = runtime(), Batch.from_json(batch)
+    retried = False
+    try:
+        return run_invalidation(rt, parsed).to_json()
+    except TRANSIENT_ERRORS:
+        retried = True  # autoretry runs it again: it is not finished
+        raise
+    finally:
+        # Tell the publishing listener this batch is done (or failed for good), so its
+        # backpressure does not wait on it.
+        if parsed.term and not parsed.second_pass and not retried:
+            mark_completed(rt.redis, rt.settings.state_prefix, parsed.term)

@@ -38,6 +38,11 @@ class BatchBuilder:
         self.event_time = 0
 
     @property
+    def has_work(self) -> bool:
+        """Whether the complete transactions hold anything to publish."""
+        return bool(self.images or self.refs or self.flush_reason)
+
+    @property
     def complete(self) -> bool:
         """Whether at least one whole transaction is waiting to be published."""
         return self.position is not None

@@ -11,6 +11,7 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pymysql
@@ -21,6 +22,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 from config import Settings
 from core.batch import Batch
 from worker.batcher import BatchBuilder, position_text
+from worker.flow import InFlight
 from worker.leader import Leadership, LeadershipLost
 from worker.publisher import Publisher
 from worker.server_check import ServerInfo, check_server, current_position
@@ -176,44 +178,44 @@ class Listener:
     def _consume(self, events: queue.Queue[tuple[Any, ...]]) -> None:
         s = self.settings
         builder = BatchBuilder(s.chunks_table, s.elements_table, s.ignored_columns)
+        flow = InFlight(self.redis, s.state_prefix, self.leadership.token, s.max_in_flight)
         max_wait = s.batch_max_wait_ms / 1000.0
+        deadline: float | None = None  # when the batch being coalesced must be cut
         saved_at = time.monotonic()
         while not self.stopping.is_set():
             self.leadership.renew_if_due()
             try:
-                item = events.get(timeout=self.leadership.renew_interval / 2)
+                item = events.get(timeout=self._wait(builder, deadline))
             except queue.Empty:
-                continue
-            deadline = time.monotonic() + max_wait
-            self._handle(builder, item)
-            # Coalesce what is already readable, bounded by a count and a few milliseconds;
-            # a batch is cut only at a transaction boundary.
-            while not builder.complete or (
-                builder.rows < s.batch_max_changes and time.monotonic() < deadline
-            ):
-                remaining = deadline - time.monotonic()
-                try:
-                    item = events.get(
-                        timeout=remaining if remaining > 0 and builder.complete else 0.5
-                    )
-                except queue.Empty:
-                    if builder.complete:
-                        break
-                    self.leadership.renew_if_due()
-                    if self.stopping.is_set():
-                        return
-                    continue
+                item = None
+            if item is not None:
+                deadline = deadline or time.monotonic() + max_wait
                 self._handle(builder, item)
+                # Coalesce what is already readable, bounded by a count and a few ms.
+                if builder.rows < s.batch_max_changes and time.monotonic() < deadline:
+                    continue
+            # A batch is cut only at a transaction boundary, and only published while the
+            # workers keep up; otherwise it goes on growing (its images are a set).
+            if not builder.complete or (builder.has_work and flow.full()):
+                continue
             batch, position, event_time = builder.take()
+            deadline = None
             assert position is not None
             if batch:
-                self.publisher.invalidate(batch)
+                self.publisher.invalidate(replace(batch, term=self.leadership.token))
+                flow.sent()
             elif time.monotonic() - saved_at < IDLE_CHECKPOINT_EVERY:
                 continue  # nothing published: the checkpoint can wait a little
             self.leadership.save_checkpoint(
                 {**position, "event_time": event_time, "saved_at": time.time()}
             )
             saved_at = time.monotonic()
+
+    def _wait(self, builder: BatchBuilder, deadline: float | None) -> float:
+        """How long to wait for the next record."""
+        if builder.complete and deadline is not None:
+            return min(max(deadline - time.monotonic(), 0.0) or 0.01, 0.5)
+        return self.leadership.renew_interval / 2
 
     def _handle(self, builder: BatchBuilder, item: tuple[Any, ...]) -> None:
         kind = item[0]
