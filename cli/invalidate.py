@@ -14,7 +14,7 @@ from cli.errors import OperationError, UsageError
 from config import load_settings
 
 if TYPE_CHECKING:
-    from core.keys import ParsedKey
+    from core.keys import KeyFilter
 
 
 def register(commands: Any) -> None:
@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.runtime import Runtime
 
     rt = Runtime(load_settings())
-    doomed: Callable[[ParsedKey], bool] | None = None
+    doomed: Callable[[KeyFilter], bool] | None = None
     if args.all:
         batch = Batch(flush=True, reason="operator: invalidate --all")
     elif args.category is not None:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
         category = args.category
         batch = Batch.of([ElementImage.wildcard(category)])
         # Keys that list the category, taken literally (`*` is a name, not a pattern).
-        doomed = lambda parsed: category_listed(category, parsed.filter.cats)  # noqa: E731
+        doomed = lambda key_filter: category_listed(category, key_filter.cats)  # noqa: E731
     else:
         images = element_images(rt.db(), rt.settings, args.element)
         if images is None:

@@ -53,8 +53,8 @@ class Settings:
     chunks_table: str = "megamind_chunks"
     elements_table: str = "megamind_global_elements"
     server_id: int = 0
-    batch_max_changes: int = 2000
-    batch_max_wait_ms: int = 5
+    batch_max_changes: int = 5000
+    batch_max_wait_ms: int = 20
     leader_ttl_ms: int = 10_000
     max_in_flight: int = 2  # published batches not yet swept; 0 = no backpressure
     # Celery queues are named <queue_prefix>.invalidate/.warm/.maintenance; sidecars (or test

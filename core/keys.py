@@ -84,27 +84,39 @@ class KeyFormat:
     def parse(self, key: str) -> ParsedKey | None:
         """The key's query parameters, or None when the key is not one this format builds."""
         match = self._regex.fullmatch(key)
-        if match is None:
+        if match is None or not match["limit"].isdigit():
             return None
-        thr_text = match["priority_threshold"]
+        key_filter = self.filter_of(
+            (match["cats"], match["priority_threshold"], match["enforcement_level"])
+        )
+        if key_filter is None:
+            return None
+        return ParsedKey(
+            filter=key_filter,
+            threshold_text=match["priority_threshold"],
+            sort_by=match["sort_by"],
+            limit=int(match["limit"]),
+        )
+
+    def filter_fields(self, key: str) -> tuple[str, str, str] | None:
+        """The raw (cats, threshold, level) text of a key, cheaply: sweeps memoise their
+        verdicts on it, since many keys differ only in sort and limit. None: not our key."""
+        match = self._regex.fullmatch(key)
+        if match is None or not match["limit"].isdigit():
+            return None
+        return match["cats"], match["priority_threshold"], match["enforcement_level"]
+
+    @staticmethod
+    def filter_of(fields: tuple[str, str, str]) -> KeyFilter | None:
+        """The filter for `filter_fields` text; None when the threshold is not a finite number."""
+        cats, thr_text, level = fields
         try:
-            thr = float(thr_text)
+            if not math.isfinite(float(thr_text)):
+                return None
             threshold = Decimal(thr_text)
         except (ValueError, InvalidOperation):
             return None
-        if not math.isfinite(thr) or not threshold.is_finite():
-            return None
-        limit_text = match["limit"]
-        if not limit_text.isdigit():
-            return None
-        return ParsedKey(
-            filter=KeyFilter(
-                cats=match["cats"], threshold=threshold, level=match["enforcement_level"]
-            ),
-            threshold_text=thr_text,
-            sort_by=match["sort_by"],
-            limit=int(limit_text),
-        )
+        return KeyFilter(cats=cats, threshold=threshold, level=level)
 
     def scan_pattern(self) -> str:
         """SCAN MATCH pattern for every key under this format (and nothing else's)."""

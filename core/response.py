@@ -68,9 +68,12 @@ def encode(response: Mapping[str, Any], *, compression: bool) -> bytes:
     return zlib.compress(raw) if compression else raw
 
 
-def decode(value: bytes) -> dict:
+def decode(value: bytes | str) -> dict:
     """The response a cached value holds, compressed or not. Raises ValueError when it is
-    neither compact JSON nor zlib-compressed JSON of an object."""
+    neither compact JSON nor zlib-compressed JSON of an object. (A str is what a client with
+    decode_responses hands over: only uncompressed values survive that.)"""
+    if isinstance(value, str):
+        value = value.encode("utf-8", "surrogateescape")
     if not value.startswith(b"{"):
         try:
             value = zlib.decompress(value)

@@ -61,6 +61,11 @@ app.conf.update(
     enable_utc=True,
 )
 app.conf.beat_schedule = {
+    "warm-all-before-ttl": {
+        "task": WARM_ALL_TASK,
+        "schedule": float(settings.warm_refresh_seconds),
+        "options": {"queue": WARM_QUEUE},
+    },
     "ensure-partitions-daily": {
         "task": ENSURE_PARTITIONS_TASK,
         "schedule": crontab(minute=7, hour=settings.partitions.schedule_hour),

@@ -10,7 +10,7 @@ import pymysql
 import redis
 
 from core.batch import Batch
-from core.keys import ParsedKey
+from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from tasks import metrics, warming
 from tasks.app import INVALIDATE_TASK, app
@@ -36,7 +36,7 @@ def run_invalidation(
     batch: Batch,
     *,
     dry_run: bool = False,
-    doomed: Callable[[ParsedKey], bool] | None = None,
+    doomed: Callable[[KeyFilter], bool] | None = None,
 ) -> SweepResult:
     """Delete (or, dry, list) every cached key the batch affects.
 
@@ -56,7 +56,7 @@ def run_invalidation(
     if not dry_run:
         warming.before_delete(rt, index)
     if index is None:
-        result = sweep(rt.redis, rt.keys, lambda parsed: True, dry_run=dry_run)
+        result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
         log.warning(
             "FLUSHED %d primer keys under %r (%s) up to %s",
             result.deleted,
@@ -65,10 +65,7 @@ def run_invalidation(
             batch.upto or "-",
         )
     else:
-        affects = index.affects
-        result = sweep(
-            rt.redis, rt.keys, doomed or (lambda parsed: affects(parsed.filter)), dry_run=dry_run
-        )
+        result = sweep(rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run)
         log.info(
             "invalidated %d of %d keys for %d images (%d transactions)%s up to %s",
             result.deleted,

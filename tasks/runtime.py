@@ -45,10 +45,13 @@ class Runtime:
     def db(self) -> pymysql.Connection:
         """A live autocommit connection to the primer database (reconnects when dropped)."""
         self._check_fork()
+        if self._db is not None:
+            try:
+                self._db.ping(reconnect=False)
+            except pymysql.Error:
+                self.drop_db()  # went away: a fresh connection below
         if self._db is None:
             self._db = connect_mysql(self.settings)
-        else:
-            self._db.ping(reconnect=True)
         return self._db
 
     def drop_db(self) -> None:

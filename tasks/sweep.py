@@ -1,6 +1,7 @@
 """SCAN sweeps of the primer keyspace: find keys with SCAN (never KEYS), delete with UNLINK.
 
-One sweep walks every key under the key format's prefix once and asks `doomed(key)` of each;
+One sweep walks every key under the key format's prefix once and asks `doomed(filter)` of
+each key's filter (memoised: many keys share one filter and differ in sort or limit);
 deletions go out in pipelined UNLINK batches while the scan goes on.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from core.keys import KeyFormat, ParsedKey
+from core.keys import KeyFilter, KeyFormat
 
 log = logging.getLogger(__name__)
 
@@ -39,26 +40,35 @@ class SweepResult:
 def sweep(
     client: redis.Redis,
     keys: KeyFormat,
-    doomed: Callable[[ParsedKey], bool],
+    doomed: Callable[[KeyFilter], bool],
     *,
     dry_run: bool = False,
     count: int = SCAN_COUNT,
 ) -> SweepResult:
-    """Delete every key under `keys` for which `doomed(parsed)` holds, and every key under the
+    """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
     prefix that does not parse (safe side: it may hold anything). Dry runs only list them."""
     result = SweepResult()
     pending: list[bytes | str] = []
-    parse = keys.parse
+    fields_of, filter_of = keys.filter_fields, keys.filter_of
+    verdicts: dict[tuple[str, str, str], bool | None] = {}  # None: does not parse
     for node_client in _primaries(client):
         cursor = 0
         while True:
             cursor, batch = node_client.scan(cursor=cursor, match=keys.scan_pattern(), count=count)
             result.scanned += len(batch)
             for raw in batch:
-                parsed = parse(_text(raw))
-                if parsed is None:
+                fields = fields_of(_text(raw))
+                if fields is None:
+                    verdict = None
+                elif fields in verdicts:
+                    verdict = verdicts[fields]
+                else:
+                    key_filter = filter_of(fields)
+                    verdict = None if key_filter is None else doomed(key_filter)
+                    verdicts[fields] = verdict
+                if verdict is None:
                     result.unparseable += 1
-                elif not doomed(parsed):
+                elif not verdict:
                     continue
                 pending.append(raw)
             if len(pending) >= UNLINK_BATCH or (cursor == 0 and pending):

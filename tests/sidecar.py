@@ -55,9 +55,10 @@ class Sidecar:
 
     # ---- processes ----------------------------------------------------------------------
 
-    def start_worker(self) -> None:
+    def start_worker(self, concurrency: int = 1) -> None:
         queues = ",".join(f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance"))
-        # One process: tasks run in publish order, so a later sentinel proves earlier work done.
+        # Tests use one process: tasks then run in publish order, so a later sentinel proves
+        # that earlier work is done.
         self.worker = Process(
             [
                 str(VENV_BIN / "celery"),

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.predicate import ElementImage
-from worker.batcher import BatchBuilder
+from worker.batcher import BatchBuilder, TransactionBuilder
 from worker.changes import CHUNKS, ELEMENTS, OddRowError, changed_columns, row_change
 
 IGNORED = {"access_count", "last_accessed", "updated_at"}
@@ -118,32 +118,59 @@ def test_changed_columns_model(before: dict[str, int], after: dict[str, int]) ->
     assert changed_columns(before, after) == expected
 
 
+def builders() -> tuple[TransactionBuilder, BatchBuilder]:
+    return TransactionBuilder(
+        "megamind_chunks", "megamind_global_elements", IGNORED
+    ), BatchBuilder()
+
+
 def test_batches_are_cut_at_transaction_ends() -> None:
-    builder = BatchBuilder("megamind_chunks", "megamind_global_elements", IGNORED)
-    builder.row("megamind_chunks", None, chunk())
-    assert not builder.complete
-    builder.end({"gtid": "0-1-5"}, 100)
-    builder.row("megamind_chunks", None, chunk(element_category="process"))  # still open
-    batch, position, event_time = builder.take()
+    txn, batch_builder = builders()
+    txn.row("megamind_chunks", None, chunk())
+    assert not batch_builder.complete
+    batch_builder.add(txn.end({"gtid": "0-1-5"}, 100))
+    txn.row("megamind_chunks", None, chunk(element_category="process"))  # still open
+    batch, position, event_time = batch_builder.take()
     assert position == {"gtid": "0-1-5"} and event_time == 100
     assert batch.images == frozenset({SEC}) and batch.transactions == 1
-    builder.end({"gtid": "0-1-6"}, 101)
-    batch, position, _ = builder.take()
+    batch_builder.add(txn.end({"gtid": "0-1-6"}, 101))
+    batch, position, _ = batch_builder.take()
     assert position == {"gtid": "0-1-6"}
     assert batch.images == frozenset({ElementImage("process", Decimal("0.90"), "required")})
 
 
+def test_transactions_coalesce_into_one_batch() -> None:
+    txn, batch_builder = builders()
+    for n, category in enumerate(["security", "process", "security"]):
+        txn.row("megamind_chunks", chunk(access_count=1), chunk(access_count=2))  # no-op
+        txn.row("megamind_chunks", None, chunk(element_category=category))
+        batch_builder.add(txn.end({"gtid": f"0-1-{n}"}, n))
+    assert batch_builder.rows == 6 and batch_builder.has_work
+    batch, position, _ = batch_builder.take()
+    assert batch.transactions == 3 and position == {"gtid": "0-1-2"}
+    assert {image.category for image in batch.images} == {"security", "process"}
+    assert not batch_builder.complete
+
+
+def test_no_op_transactions_have_no_work() -> None:
+    txn, batch_builder = builders()
+    txn.row("megamind_chunks", chunk(access_count=1), chunk(access_count=2))
+    batch_builder.add(txn.end({"gtid": "0-1-9"}, 1))
+    assert batch_builder.complete and not batch_builder.has_work
+    assert not batch_builder.take()[0]
+
+
 def test_odd_row_flushes_its_batch() -> None:
-    builder = BatchBuilder("megamind_chunks", "megamind_global_elements", IGNORED)
-    builder.row("megamind_chunks", None, chunk(priority_score="high"))
-    builder.end({"gtid": "0-1-7"}, 1)
-    batch, _, _ = builder.take()
+    txn, batch_builder = builders()
+    txn.row("megamind_chunks", None, chunk(priority_score="high"))
+    batch_builder.add(txn.end({"gtid": "0-1-7"}, 1))
+    batch, _, _ = batch_builder.take()
     assert batch.flush and "priority_score" in batch.reason
 
 
 def test_ddl_flushes_its_batch() -> None:
-    builder = BatchBuilder("megamind_chunks", "megamind_global_elements", IGNORED)
-    builder.ddl("megamind", "TRUNCATE TABLE megamind_chunks")
-    builder.end({"gtid": "0-1-8"}, 1)
-    batch, _, _ = builder.take()
+    txn, batch_builder = builders()
+    txn.ddl("megamind", "TRUNCATE TABLE megamind_chunks")
+    batch_builder.add(txn.end({"gtid": "0-1-8"}, 1))
+    batch, _, _ = batch_builder.take()
     assert batch.flush and "TRUNCATE" in batch.reason

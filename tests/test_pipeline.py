@@ -418,3 +418,12 @@ def test_refuses_a_server_without_full_row_metadata(
             cur.execute("SET GLOBAL binlog_row_metadata = 'FULL'")
     assert done.returncode == 2, done.stderr
     assert "binlog_row_metadata is 'MINIMAL', needs FULL" in done.stderr
+
+
+def test_ddl_on_a_watched_table_flushes_every_key(sidecar: Sidecar) -> None:
+    sidecar.sync()
+    keys = sidecar.plant(q("security"), q("development", thr=0.9), q(thr=0.5))
+    sidecar.execute("ALTER TABLE megamind_chunks COMMENT = 'primer chunks'")
+    sidecar.sync()
+    assert sidecar.present(keys) == set()
+    assert "DDL on a watched table" in sidecar.listener.output()  # type: ignore[union-attr]

@@ -1,9 +1,14 @@
-"""Coalesces the row changes of whole transactions into one invalidation batch (pure)."""
+"""Row changes to transactions (in the reader thread), transactions to batches (in the
+listener loop). Pure: no I/O.
+
+A batch is only ever cut at a transaction boundary, where its checkpoint lies.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from core.batch import Batch
@@ -13,42 +18,34 @@ from worker.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 log = logging.getLogger(__name__)
 
 
-class BatchBuilder:
-    """Rows go into the open transaction; a transaction's end moves it into the batch.
-    A batch is only ever cut at a transaction boundary, where its checkpoint lies."""
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    """What one committed transaction changed, and where the binlog stands after it."""
+
+    images: frozenset[ElementImage]
+    refs: frozenset[str]
+    flush_reason: str
+    position: dict[str, Any]
+    event_time: int
+    rows: int
+
+
+class TransactionBuilder:
+    """Collects the row changes of the open transaction."""
 
     def __init__(self, chunks_table: str, elements_table: str, ignored: Iterable[str]) -> None:
         self.roles = {chunks_table: CHUNKS, elements_table: ELEMENTS}
         self.ignored = frozenset(ignored)
-        self._reset_open()
-        self._reset_batch()
+        self._reset()
 
-    def _reset_open(self) -> None:
-        self._open_images: set[ElementImage] = set()
-        self._open_refs: set[str] = set()
-        self._open_flush = ""
-
-    def _reset_batch(self) -> None:
-        self.images: set[ElementImage] = set()
-        self.refs: set[str] = set()
-        self.flush_reason = ""
-        self.transactions = 0
-        self.rows = 0
-        self.position: dict[str, Any] | None = None
-        self.event_time = 0
-
-    @property
-    def has_work(self) -> bool:
-        """Whether the complete transactions hold anything to publish."""
-        return bool(self.images or self.refs or self.flush_reason)
-
-    @property
-    def complete(self) -> bool:
-        """Whether at least one whole transaction is waiting to be published."""
-        return self.position is not None
+    def _reset(self) -> None:
+        self._images: set[ElementImage] = set()
+        self._refs: set[str] = set()
+        self._flush = ""
+        self._rows = 0
 
     def row(self, table: str, before: Row | None, after: Row | None) -> None:
-        self.rows += 1
+        self._rows += 1
         try:
             change = row_change(self.roles[table], before, after, self.ignored)
         except OddRowError as exc:
@@ -60,38 +57,75 @@ class BatchBuilder:
                 before,
                 after,
             )
-            self._open_flush = f"unreadable row in {table}: {exc}"
+            self._flush = f"unreadable row in {table}: {exc}"
             return
         if change:
-            self._open_images.update(change.images)
-            self._open_refs.update(change.chunk_refs)
+            self._images.update(change.images)
+            self._refs.update(change.chunk_refs)
 
     def ddl(self, schema: str, query: str) -> None:
         log.warning("DDL on a watched table (%s): %s", schema, query[:200])
-        self._open_flush = f"DDL: {query[:120]}"
+        self._flush = f"DDL: {query[:120]}"
 
-    def end(self, position: dict[str, Any], event_time: int) -> None:
-        self.images |= self._open_images
-        self.refs |= self._open_refs
-        self.flush_reason = self.flush_reason or self._open_flush
+    def end(self, position: dict[str, Any], event_time: int) -> Transaction:
+        txn = Transaction(
+            frozenset(self._images),
+            frozenset(self._refs),
+            self._flush,
+            position,
+            event_time,
+            self._rows,
+        )
+        self._reset()
+        return txn
+
+
+class BatchBuilder:
+    """Coalesces whole transactions into one invalidation batch."""
+
+    def __init__(self) -> None:
+        self._reset()
+
+    def _reset(self) -> None:
+        self.images: set[ElementImage] = set()
+        self.refs: set[str] = set()
+        self.flush_reason = ""
+        self.transactions = 0
+        self.rows = 0
+        self.position: dict[str, Any] | None = None
+        self.event_time = 0
+
+    @property
+    def complete(self) -> bool:
+        """Whether at least one whole transaction is waiting."""
+        return self.transactions > 0
+
+    @property
+    def has_work(self) -> bool:
+        """Whether the waiting transactions hold anything to publish."""
+        return bool(self.images or self.refs or self.flush_reason)
+
+    def add(self, txn: Transaction) -> None:
+        self.images |= txn.images
+        self.refs |= txn.refs
+        self.flush_reason = self.flush_reason or txn.flush_reason
         self.transactions += 1
-        self.position = position
-        self.event_time = event_time
-        self._reset_open()
+        self.rows += txn.rows
+        self.position = txn.position
+        self.event_time = txn.event_time
 
     def take(self) -> tuple[Batch, dict[str, Any] | None, int]:
-        """The batch of every complete transaction, its end position and event time."""
-        upto = position_text(self.position)
+        """The batch of every waiting transaction, its end position and event time."""
         batch = Batch.of(
             self.images,
             self.refs,
             flush=bool(self.flush_reason),
             reason=self.flush_reason,
-            upto=upto,
+            upto=position_text(self.position),
             transactions=self.transactions,
         )
         position, event_time = self.position, self.event_time
-        self._reset_batch()
+        self._reset()
         return batch, position, event_time
 
 

@@ -21,7 +21,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import Settings
 from core.batch import Batch
-from worker.batcher import BatchBuilder, position_text
+from worker.batcher import BatchBuilder, Transaction, position_text
 from worker.flow import InFlight
 from worker.leader import Leadership, LeadershipLost
 from worker.publisher import Publisher
@@ -136,7 +136,7 @@ class Listener:
         if self.settings.warm_patterns:
             self.publisher.warm_all()
         log.info("%s: streaming from %s", self.name, position_text(checkpoint))
-        events: queue.Queue[tuple[Any, ...]] = queue.Queue(maxsize=50_000)
+        events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
         reader = BinlogReader(self.settings, server, checkpoint, events)
         reader.start()
         started = time.monotonic()
@@ -175,55 +175,60 @@ class Listener:
         self.leadership.save_checkpoint(checkpoint)
         return checkpoint
 
-    def _consume(self, events: queue.Queue[tuple[Any, ...]]) -> None:
+    def _consume(self, events: queue.Queue[Transaction | BaseException]) -> None:
         s = self.settings
-        builder = BatchBuilder(s.chunks_table, s.elements_table, s.ignored_columns)
+        builder = BatchBuilder()
         flow = InFlight(self.redis, s.state_prefix, self.leadership.token, s.max_in_flight)
         max_wait = s.batch_max_wait_ms / 1000.0
-        deadline: float | None = None  # when the batch being coalesced must be cut
+        deadline = 0.0  # when the waiting transactions must go, whatever else arrives
+        quiet_until = 0.0  # no publish before this unless the batch is full or due
         saved_at = time.monotonic()
         while not self.stopping.is_set():
             self.leadership.renew_if_due()
             try:
-                item = events.get(timeout=self._wait(builder, deadline))
+                item = events.get(timeout=self._wait(builder))
             except queue.Empty:
                 item = None
+            if isinstance(item, BaseException):
+                raise item
+            now = time.monotonic()
             if item is not None:
-                deadline = deadline or time.monotonic() + max_wait
-                self._handle(builder, item)
-                # Coalesce what is already readable, bounded by a count and a few ms.
-                if builder.rows < s.batch_max_changes and time.monotonic() < deadline:
-                    continue
-            # A batch is cut only at a transaction boundary, and only published while the
-            # workers keep up; otherwise it goes on growing (its images are a set).
-            if not builder.complete or (builder.has_work and flow.full()):
+                if not builder.complete:
+                    deadline = now + max_wait
+                builder.add(item)
+            if not builder.complete:
+                continue
+            # Coalesce what is already readable, and after a publish let the next batch
+            # grow for up to max_wait: one task when idle, few large ones under load.
+            if (
+                builder.rows < s.batch_max_changes
+                and now < deadline
+                and (not events.empty() or now < quiet_until)
+            ):
+                continue
+            # While the workers are behind, the batch goes on growing (its images are a set).
+            if builder.has_work and flow.full():
                 continue
             batch, position, event_time = builder.take()
-            deadline = None
             assert position is not None
             if batch:
                 self.publisher.invalidate(replace(batch, term=self.leadership.token))
                 flow.sent()
-            elif time.monotonic() - saved_at < IDLE_CHECKPOINT_EVERY:
+                quiet_until = now + max_wait
+                log.debug(
+                    "published %d images of %d transactions up to %s",
+                    len(batch.images),
+                    batch.transactions,
+                    batch.upto,
+                )
+            elif now - saved_at < IDLE_CHECKPOINT_EVERY:
                 continue  # nothing published: the checkpoint can wait a little
             self.leadership.save_checkpoint(
                 {**position, "event_time": event_time, "saved_at": time.time()}
             )
-            saved_at = time.monotonic()
+            saved_at = now
 
-    def _wait(self, builder: BatchBuilder, deadline: float | None) -> float:
-        """How long to wait for the next record."""
-        if builder.complete and deadline is not None:
-            return min(max(deadline - time.monotonic(), 0.0) or 0.01, 0.5)
-        return self.leadership.renew_interval / 2
-
-    def _handle(self, builder: BatchBuilder, item: tuple[Any, ...]) -> None:
-        kind = item[0]
-        if kind == "row":
-            builder.row(item[1], item[2], item[3])
-        elif kind == "end":
-            builder.end(item[1], item[2])
-        elif kind == "ddl":
-            builder.ddl(item[1], item[2])
-        elif kind == "error":
-            raise item[1]
+    def _wait(self, builder: BatchBuilder) -> float:
+        """How long to wait for the next transaction: while transactions wait to be published,
+        only a few ms (their batch may come due); otherwise until the lock needs renewing."""
+        return 0.002 if builder.complete else self.leadership.renew_interval / 2

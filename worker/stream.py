@@ -3,10 +3,9 @@
 A thread, because python-mysql-replication blocks in a socket read; the listener's loop
 then sees "what is already readable" (the queue) and can renew its lock meanwhile.
 
-Records:  ("row", table, before, after)    one row of a watched table
-          ("end", position, timestamp)     a transaction ended; position resumes after it
-          ("ddl", table, query)            TRUNCATE/DROP/ALTER/RENAME of a watched table
-          ("error", exception)             the reader stopped
+The queue carries one worker.batcher.Transaction per committed transaction (its row
+changes already reduced to element images), or the exception that stopped the reader.
+One item per transaction, not per row, keeps the two threads from waking each other up.
 """
 
 from __future__ import annotations
@@ -23,6 +22,7 @@ from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, Xi
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from config import Settings
+from worker.batcher import Transaction, TransactionBuilder
 from worker.server_check import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,7 @@ class BinlogReader(threading.Thread):
         settings: Settings,
         server: ServerInfo,
         start: dict[str, Any],
-        out: queue.Queue[tuple[Any, ...]],
+        out: queue.Queue[Transaction | BaseException],
     ) -> None:
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
@@ -83,6 +83,9 @@ class BinlogReader(threading.Thread):
         self.position = Position(start, server)
         self.out = out
         self.tables = {settings.chunks_table, settings.elements_table}
+        self.txn = TransactionBuilder(
+            settings.chunks_table, settings.elements_table, settings.ignored_columns
+        )
         self._stop = threading.Event()
         kwargs: dict[str, Any] = {}
         if server.gtid_mode:
@@ -104,7 +107,9 @@ class BinlogReader(threading.Thread):
                 MariadbGtidEvent,
                 GtidEvent,
             ],
-            only_schemas=None,
+            # Rows of other tables are not even decoded (DDL QueryEvents still come through).
+            only_schemas=[settings.mysql.database],
+            only_tables=sorted(self.tables),
             slave_heartbeat=5,
             **kwargs,
         )
@@ -120,11 +125,11 @@ class BinlogReader(threading.Thread):
             self._read()
         except Exception as exc:
             if not self._stop.is_set():
-                self.out.put(("error", exc))
+                self.out.put(exc)
 
     def _read(self) -> None:
         database = self.settings.mysql.database
-        put = self.out.put
+        add_row = self.txn.row
         for event in self.stream:
             if self._stop.is_set():
                 return
@@ -137,7 +142,7 @@ class BinlogReader(threading.Thread):
                 if query.upper() == "BEGIN":
                     continue
                 if _DDL.match(query) and self._touches_watched(query, _text(event.schema)):
-                    put(("ddl", _text(event.schema), query))
+                    self.txn.ddl(_text(event.schema), query)
                 self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
             elif event.schema == database and event.table in self.tables:
                 table = event.table
@@ -145,23 +150,22 @@ class BinlogReader(threading.Thread):
                     for row in event.rows:
                         before = _present(row["before_values"], row.get("before_none_sources"))
                         after = _present(row["after_values"], row.get("after_none_sources"))
-                        put(("row", table, before, after))
+                        add_row(table, before, after)
                 else:
                     is_insert = isinstance(event, WriteRowsEvent)
                     for row in event.rows:
                         values = _present(row["values"], row.get("none_sources"))
-                        put(
-                            ("row", table, None, values)
-                            if is_insert
-                            else ("row", table, values, None)
-                        )
+                        if is_insert:
+                            add_row(table, None, values)
+                        else:
+                            add_row(table, values, None)
             # Keep the library's own reconnect (error 2013) resuming from here, not from
             # where the stream was opened.
             if self.server.gtid_mode and self.position.current is None:
                 self.stream.auto_position = self.position.gtid_set or self.stream.auto_position
 
     def _end(self, timestamp: int) -> None:
-        self.out.put(("end", self.position.end(self.stream), timestamp))
+        self.out.put(self.txn.end(self.position.end(self.stream), timestamp))
 
     def _touches_watched(self, query: str, schema: str) -> bool:
         """Whether a DDL statement names a watched table of our database (safe side: a

@@ -1,0 +1,13 @@
+"""`make bench`: every benchmark with its defaults, one after the other.
+
+Run one alone, with its own options: `python -m bench.bench_pipeline --help`.
+"""
+
+import sys
+
+from bench import bench_partitions, bench_pipeline, bench_warming
+
+for bench in (bench_pipeline, bench_warming, bench_partitions):
+    print(f"\n===== {bench.__name__} =====", flush=True)
+    sys.argv = [bench.__name__]
+    bench.main()
