@@ -29,9 +29,15 @@ def _settings() -> Settings:
 
 settings = _settings()
 
-INVALIDATE_QUEUE = f"{settings.queue_prefix}.invalidate"
-WARM_QUEUE = f"{settings.queue_prefix}.warm"
-MAINTENANCE_QUEUE = f"{settings.queue_prefix}.maintenance"
+
+def queue_name(settings: Settings, family: str) -> str:
+    """The queue of a task family ("invalidate", "warm", "maintenance") under these settings."""
+    return f"{settings.queue_prefix}.{family}"
+
+
+INVALIDATE_QUEUE = queue_name(settings, "invalidate")
+WARM_QUEUE = queue_name(settings, "warm")
+MAINTENANCE_QUEUE = queue_name(settings, "maintenance")
 QUEUES = (INVALIDATE_QUEUE, WARM_QUEUE, MAINTENANCE_QUEUE)
 
 app = Celery("primer_cache", broker=settings.broker_url, backend=settings.broker_url)

@@ -38,7 +38,7 @@ from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from core.response import build_response, encode
-from tasks.app import INVALIDATE_TASK, WARM_ALL_TASK, WARM_TASK, app
+from tasks.app import INVALIDATE_TASK, WARM_ALL_TASK, WARM_TASK, app, queue_name
 from tasks.primer_query import fetch_rows
 from tasks.runtime import Runtime, runtime
 
@@ -132,16 +132,6 @@ class _StateKeys:
             inflight=inflight_key(state_prefix),
             generation=generation_key(state_prefix, key),
         )
-
-
-def warm_queue(settings: Settings) -> str:
-    # The same names tasks.app derives; taken from the runtime's settings so that in-process
-    # callers with their own settings (CLI, tests) reach their own queues.
-    return f"{settings.queue_prefix}.warm"
-
-
-def invalidate_queue(settings: Settings) -> str:
-    return f"{settings.queue_prefix}.invalidate"
 
 
 # ---- one warm ---------------------------------------------------------------------------------
@@ -312,12 +302,12 @@ def after_invalidation(rt: Runtime, batch: Batch, index: ChangeIndex | None) -> 
     """Re-warm the configured patterns the batch affected, and schedule the second pass."""
     settings = rt.settings
     for query in affected_patterns(settings, index):
-        _send(WARM_TASK, [query.to_params()], warm_queue(settings))
+        _send(WARM_TASK, [query.to_params()], queue_name(settings, "warm"))
     if settings.second_pass_ms > 0 and not batch.second_pass:
         _send(
             INVALIDATE_TASK,
             [replace(batch, second_pass=True).to_json()],
-            invalidate_queue(settings),
+            queue_name(settings, "invalidate"),
             countdown=settings.second_pass_ms / 1000,
         )
 
@@ -379,7 +369,9 @@ def enqueue_warms(rt: Runtime, queries: Iterable[Query]) -> list[dict]:
     """Send one warm task per query; [{"key", "task_id"}] in the same order."""
     sent = []
     for query in queries:
-        result = app.send_task(WARM_TASK, args=[query.to_params()], queue=warm_queue(rt.settings))
+        result = app.send_task(
+            WARM_TASK, args=[query.to_params()], queue=queue_name(rt.settings, "warm")
+        )
         sent.append({"key": rt.keys.build(query), "task_id": result.id})
     return sent
 
