@@ -130,11 +130,12 @@ class Listener:
             server = check_server(conn)
             checkpoint = self.leadership.load_checkpoint()
             if checkpoint is None:
+                # The flush re-warms every pattern once it has swept.
                 checkpoint = self._cold_start(conn, server, "no checkpoint (first start or lost)")
+            elif self.settings.warm_patterns:
+                self.publisher.warm_all()
         finally:
             conn.close()
-        if self.settings.warm_patterns:
-            self.publisher.warm_all()
         log.info("%s: streaming from %s", self.name, position_text(checkpoint))
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
         reader = BinlogReader(self.settings, server, checkpoint, events)
