@@ -20,9 +20,11 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     from worker.listener import Listener
+    from worker.metrics import serve
     from worker.server_check import ServerSettingsError
     from worker.stream import BinlogReader  # noqa: F401 - import errors surface before we lead
 
+    serve(settings.metrics_port)
     listener = Listener(settings)
     listener.install_signal_handlers()
     _warn_if_broker_evicts(settings)

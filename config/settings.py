@@ -57,6 +57,7 @@ class Settings:
     batch_max_wait_ms: int = 20
     leader_ttl_ms: int = 10_000
     max_in_flight: int = 2  # published batches not yet swept; 0 = no backpressure
+    metrics_port: int = 0  # the listener serves Prometheus metrics on 127.0.0.1:<port>; 0 = off
     # Celery queues are named <queue_prefix>.invalidate/.warm/.maintenance; sidecars (or test
     # runs) sharing one broker keep apart by using different prefixes.
     queue_prefix: str = "primer"
@@ -89,14 +90,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if path:
         values = _read_toml(path, problems)
 
-    server_id_env = env.get("PRIMER_SERVER_ID")
-    if server_id_env is not None:
-        if server_id_env.isdigit() and 0 < int(server_id_env) < 2**32:
-            values["server_id"] = int(server_id_env)
+    # Per-replica settings: the environment overrides the shared file.
+    for name, attr, top in (
+        ("PRIMER_SERVER_ID", "server_id", 2**32 - 1),
+        ("PRIMER_METRICS_PORT", "metrics_port", 65535),
+    ):
+        text = env.get(name)
+        if text is None:
+            continue
+        if text.isdigit() and 0 < int(text) <= top:
+            values[attr] = int(text)
         else:
-            problems.append(
-                f"PRIMER_SERVER_ID {server_id_env!r} is not an integer in 1..4294967295"
-            )
+            problems.append(f"{name} {text!r} is not an integer in 1..{top}")
 
     if problems or mysql is None:
         raise ConfigError(problems)
@@ -235,6 +240,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("listener", "batch_max_wait_ms"): ("batch_max_wait_ms", _int(0, 10_000)),
     ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(1000, 600_000)),
     ("listener", "max_in_flight"): ("max_in_flight", _int(0, 1000)),
+    ("listener", "metrics_port"): ("metrics_port", _int(0, 65535)),
     ("celery", "queue_prefix"): ("queue_prefix", _identifier),
 }
 _PARTITION_FIELDS: dict[str, Check] = {

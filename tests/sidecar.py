@@ -87,10 +87,12 @@ class Sidecar:
         )
         assert self.worker.alive(), self.worker.output()
 
-    def start_listener(self, server_id: int | None = None) -> Process:
+    def start_listener(self, server_id: int | None = None, metrics_port: int = 0) -> Process:
         self.listeners_started += 1
         server_id = server_id or random.randint(10_000, 2**31)
         env = {**self.env, "PRIMER_SERVER_ID": str(server_id)}
+        if metrics_port:
+            env["PRIMER_METRICS_PORT"] = str(metrics_port)
         log = self.workdir / f"{self.tag}-listener{self.listeners_started}.log"
         self.listener = Process([str(VENV_BIN / "primer-cache"), "listen"], env, log)
         listener = self.listener

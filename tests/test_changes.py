@@ -10,8 +10,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.predicate import ElementImage
-from worker.batcher import BatchBuilder, TransactionBuilder
-from worker.changes import CHUNKS, ELEMENTS, OddRowError, changed_columns, row_change
+from worker.batcher import BatchBuilder, TransactionBuilder, position_reached
+from worker.changes import (
+    CHUNKS,
+    ELEMENTS,
+    OddRowError,
+    changed_columns,
+    row_change,
+    visible_change,
+)
 
 IGNORED = {"access_count", "last_accessed", "updated_at"}
 
@@ -174,3 +181,29 @@ def test_ddl_flushes_its_batch() -> None:
     batch_builder.add(txn.end({"gtid": "0-1-8"}, 1))
     batch, _, _ = batch_builder.take()
     assert batch.flush and "TRUNCATE" in batch.reason
+
+
+def test_position_reached() -> None:
+    assert not position_reached(None, {"gtid": "0-1-5"})
+    assert position_reached({"gtid": "0-1-5"}, {"gtid": "0-1-5"})
+    assert not position_reached({"gtid": "0-1-4"}, {"gtid": "0-1-5"})
+    assert position_reached({"gtid": "0-1-9,1-2-3"}, {"gtid": "0-1-5,1-2-3"})
+    assert not position_reached({"gtid": "0-1-9"}, {"gtid": "0-1-5,1-2-3"})
+    assert position_reached({"gtid": "0-1-9"}, {"gtid": ""})
+    assert position_reached(
+        {"file": "binlog.000002", "pos": 4}, {"file": "binlog.000001", "pos": 99}
+    )
+    assert not position_reached(
+        {"file": "binlog.000001", "pos": 4}, {"file": "binlog.000001", "pos": 99}
+    )
+
+
+@given(
+    st.dictionaries(st.sampled_from(["a", "b", "c", "access_count"]), st.integers(0, 2)),
+    st.dictionaries(st.sampled_from(["a", "b", "c", "access_count"]), st.integers(0, 2)),
+)
+def test_visible_change_is_changed_columns_minus_ignored(
+    before: dict[str, int], after: dict[str, int]
+) -> None:
+    expected = bool(changed_columns(before, after) - {"access_count"})
+    assert visible_change(before, after, frozenset({"access_count"})) == expected

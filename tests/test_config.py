@@ -61,6 +61,7 @@ def test_every_bad_setting_is_named_at_once(tmp_path: Path) -> None:
                 "PRIMER_REDIS_URL": "redis://h:1/x",
                 "PRIMER_CONFIG": str(toml),
                 "PRIMER_SERVER_ID": "zero",
+                "PRIMER_METRICS_PORT": "99999",
             }
         )
     text = str(err.value)
@@ -74,6 +75,7 @@ def test_every_bad_setting_is_named_at_once(tmp_path: Path) -> None:
         "limit -3",
         "1.5",
         "PRIMER_SERVER_ID 'zero'",
+        "PRIMER_METRICS_PORT '99999'",
     ]:
         assert needle in text, needle
 

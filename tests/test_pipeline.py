@@ -427,3 +427,53 @@ def test_ddl_on_a_watched_table_flushes_every_key(sidecar: Sidecar) -> None:
     sidecar.sync()
     assert sidecar.present(keys) == set()
     assert "DDL on a watched table" in sidecar.listener.output()  # type: ignore[union-attr]
+
+
+def test_listener_serves_prometheus_metrics(sidecar: Sidecar) -> None:
+    import socket
+    import urllib.request
+
+    from tests.services import wait_for
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    sidecar.kill_listener()
+    sidecar.start_listener(metrics_port=port)
+    sidecar.sync()
+
+    def scrape() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return reply.read().decode()
+
+    def published_batches() -> float:
+        for line in scrape().splitlines():
+            if line.startswith("primer_cache_listener_batches_published_total "):
+                return float(line.split()[1])
+        return 0.0
+
+    wait_for(lambda: published_batches() >= 1, timeout=20, what="a published batch counted")
+    text = scrape()
+    assert "primer_cache_listener_is_leader 1.0" in text
+    assert "primer_cache_listener_transactions_total" in text
+
+
+def test_noblob_row_images(sidecar: Sidecar) -> None:
+    # binlog_row_image=NOBLOB leaves unchanged TEXT/JSON columns (content, embedding) out.
+    sidecar.insert_chunk("noblob", "security", "0.50", "required", title="No blob")
+    sidecar.sync()
+    keys = sidecar.plant(q("security", thr=0.8), q("process"), q("security", thr=0.3))
+    sidecar.execute("SET SESSION binlog_row_image = 'NOBLOB'")
+    try:
+        sidecar.execute(
+            "UPDATE megamind_chunks SET access_count = access_count + 1 WHERE chunk_id = 'noblob'"
+        )
+        sidecar.sync()
+        assert sidecar.present(keys) == set(keys), "a read bump under NOBLOB deleted keys"
+        sidecar.execute(
+            "UPDATE megamind_chunks SET priority_score = 0.90 WHERE chunk_id = 'noblob'"
+        )
+        sidecar.sync()
+    finally:
+        sidecar.execute("SET SESSION binlog_row_image = 'FULL'")
+    assert sidecar.present(keys) == {keys[1]}

@@ -135,3 +135,33 @@ def position_text(position: dict[str, Any] | None) -> str:
     if "gtid" in position:
         return f"GTID {position['gtid']}"
     return f"{position.get('file')}:{position.get('pos')}"
+
+
+def position_reached(position: dict[str, Any] | None, target: dict[str, Any]) -> bool:
+    """Whether the stream at `position` has read everything up to `target` (both as the
+    checkpoint stores them). MySQL GTID sets are not compared: taken as reached."""
+    if position is None:
+        return False
+    if "gtid" in target and "gtid" in position:
+        if ":" in str(target["gtid"]):
+            return True  # a MySQL GTID set
+        have = _mariadb_seqs(str(position["gtid"]))
+        return all(
+            have.get(domain, -1) >= seq
+            for domain, seq in _mariadb_seqs(str(target["gtid"])).items()
+        )
+    if "file" in target and "file" in position:
+        return (str(position["file"]), int(position["pos"])) >= (
+            str(target["file"]),
+            int(target["pos"]),
+        )
+    return True
+
+
+def _mariadb_seqs(gtids: str) -> dict[str, int]:
+    """'0-1-42,1-5-7' -> {'0': 42, '1': 7}"""
+    seqs = {}
+    for gtid in filter(None, (part.strip() for part in gtids.split(","))):
+        domain, _server, seq = gtid.split("-")
+        seqs[domain] = int(seq)
+    return seqs

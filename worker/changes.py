@@ -7,7 +7,7 @@ ids whose current images must be looked up when the change is processed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -42,16 +42,21 @@ def changed_columns(before: Row, after: Row) -> set[str]:
     return changed | (before.keys() ^ after.keys())
 
 
+def visible_change(before: Row, after: Row, ignored: Collection[str]) -> bool:
+    """Whether a column outside `ignored` changed (`changed_columns - ignored` is non-empty,
+    without building the sets: this runs for every updated row)."""
+    for name, value in after.items():
+        if name not in ignored and (name not in before or before[name] != value):
+            return True
+    return any(name not in ignored and name not in after for name in before)
+
+
 def row_change(
-    role: str, before: Row | None, after: Row | None, ignored: Iterable[str]
+    role: str, before: Row | None, after: Row | None, ignored: Collection[str]
 ) -> RowChange | None:
     """The change one row event makes: `role` is CHUNKS or ELEMENTS; `before` is None for an
     insert, `after` None for a delete. None when the change cannot affect any cached key."""
-    if (
-        before is not None
-        and after is not None
-        and not changed_columns(before, after) - set(ignored)
-    ):
+    if before is not None and after is not None and not visible_change(before, after, ignored):
         return None  # e.g. the primer server bumping access_count on a read
     rows = [row for row in (before, after) if row is not None]
     if role == ELEMENTS:

@@ -21,7 +21,8 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from config import Settings
 from core.batch import Batch
-from worker.batcher import BatchBuilder, Transaction, position_text
+from worker import metrics
+from worker.batcher import BatchBuilder, Transaction, position_reached, position_text
 from worker.flow import InFlight
 from worker.leader import Leadership, LeadershipLost
 from worker.publisher import Publisher
@@ -42,6 +43,7 @@ TRANSIENT = (
 BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID the server lacks
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
 IDLE_CHECKPOINT_EVERY = 1.0
+CATCH_UP_WINDOW = 1.0  # how long a batch may grow while catching up on a backlog
 
 
 class Listener:
@@ -91,6 +93,7 @@ class Listener:
             conn.close()
 
     def _log_retry(self, state: Any) -> None:
+        metrics.RESTARTS.inc()
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0
         log.warning("%s: %s; reconnecting in %.2f seconds", self.name, exc, delay)
@@ -108,10 +111,13 @@ class Listener:
     def _lead_once(self) -> None:
         if not self._wait_for_leadership():
             return
+        metrics.IS_LEADER.set(1)
         try:
             self._stream()
         except LeadershipLost as exc:
             log.warning("%s: %s; standing by", self.name, exc)
+        finally:
+            metrics.IS_LEADER.set(0)
 
     def _wait_for_leadership(self) -> bool:
         announced = False
@@ -134,15 +140,17 @@ class Listener:
                 checkpoint = self._cold_start(conn, server, "no checkpoint (first start or lost)")
             elif self.settings.warm_patterns:
                 self.publisher.warm_all()
+            backlog_end = current_position(conn, server)
         finally:
             conn.close()
+        self.publisher.connect()
         log.info("%s: streaming from %s", self.name, position_text(checkpoint))
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
         reader = BinlogReader(self.settings, server, checkpoint, events)
         reader.start()
         started = time.monotonic()
         try:
-            self._consume(events)
+            self._consume(events, backlog_end)
         except pymysql.err.OperationalError as exc:
             if exc.args and exc.args[0] == BINLOG_GONE:
                 log.error(
@@ -176,13 +184,17 @@ class Listener:
         self.leadership.save_checkpoint(checkpoint)
         return checkpoint
 
-    def _consume(self, events: queue.Queue[Transaction | BaseException]) -> None:
+    def _consume(
+        self, events: queue.Queue[Transaction | BaseException], backlog_end: dict[str, Any]
+    ) -> None:
         s = self.settings
         builder = BatchBuilder()
         flow = InFlight(self.redis, s.state_prefix, self.leadership.token, s.max_in_flight)
-        max_wait = s.batch_max_wait_ms / 1000.0
-        deadline = 0.0  # when the waiting transactions must go, whatever else arrives
-        quiet_until = 0.0  # no publish before this unless the batch is full or due
+        # While the backlog written before this start is read, latency is spent already:
+        # fewer, larger batches (each one sweep) catch up faster.
+        window = CATCH_UP_WINDOW
+        started_at = 0.0  # when the waiting batch got its first transaction
+        published_at = 0.0
         saved_at = time.monotonic()
         while not self.stopping.is_set():
             self.leadership.renew_if_due()
@@ -195,16 +207,24 @@ class Listener:
             now = time.monotonic()
             if item is not None:
                 if not builder.complete:
-                    deadline = now + max_wait
+                    started_at = now
                 builder.add(item)
+                metrics.TRANSACTIONS.inc()
             if not builder.complete:
                 continue
+            readable = not events.empty()
+            if (
+                window == CATCH_UP_WINDOW
+                and not readable
+                and position_reached(builder.position, backlog_end)
+            ):
+                window = s.batch_max_wait_ms / 1000.0
             # Coalesce what is already readable, and after a publish let the next batch
-            # grow for up to max_wait: one task when idle, few large ones under load.
+            # grow for up to a window: one task when idle, few large ones under load.
             if (
                 builder.rows < s.batch_max_changes
-                and now < deadline
-                and (not events.empty() or now < quiet_until)
+                and now < started_at + window
+                and (readable or now < published_at + window)
             ):
                 continue
             # While the workers are behind, the batch goes on growing (its images are a set).
@@ -215,7 +235,8 @@ class Listener:
             if batch:
                 self.publisher.invalidate(replace(batch, term=self.leadership.token))
                 flow.sent()
-                quiet_until = now + max_wait
+                metrics.BATCHES.inc()
+                published_at = now
                 log.debug(
                     "published %d images of %d transactions up to %s",
                     len(batch.images),
@@ -228,6 +249,7 @@ class Listener:
                 {**position, "event_time": event_time, "saved_at": time.time()}
             )
             saved_at = now
+            metrics.LAST_EVENT.set(event_time)
 
     def _wait(self, builder: BatchBuilder) -> float:
         """How long to wait for the next transaction: while transactions wait to be published,

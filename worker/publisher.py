@@ -19,6 +19,12 @@ class Publisher:
         self._invalidate = (INVALIDATE_TASK, INVALIDATE_QUEUE)
         self._warm_all = (WARM_ALL_TASK, WARM_QUEUE)
 
+    def connect(self) -> None:
+        """Publish an empty batch (the task ignores it) before streaming: the first send pays
+        for Celery's lazy imports, queue declarations and connections (over a second, holding
+        the GIL the binlog reader needs), and a broker that is down should fail the start."""
+        self.invalidate(Batch(reason="listener start-up"))
+
     def invalidate(self, batch: Batch) -> None:
         self._send(*self._invalidate, args=[batch.to_json()])
 

@@ -53,7 +53,10 @@ class Position:
         if self.current is not None:
             if self.server.is_mariadb:
                 self.domains[self.current.split("-", 1)[0]] = self.current
-                self.gtid_set = ",".join(self.domains[d] for d in sorted(self.domains, key=int))
+                if len(self.domains) == 1:
+                    self.gtid_set = self.current
+                else:
+                    self.gtid_set = ",".join(self.domains[d] for d in sorted(self.domains, key=int))
             else:
                 from pymysqlreplication.gtid import GtidSet
 
