@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple
 
 from core.keys import KeyFilter
 
@@ -20,9 +20,11 @@ _ZERO = Decimal(0)
 _ANY_PRIORITY = Decimal("Infinity")
 
 
-@dataclass(frozen=True, slots=True)
-class ElementImage:
-    """A GLOBAL element as a cached response's filter sees it (non-GLOBAL rows have none)."""
+class ElementImage(NamedTuple):
+    """A GLOBAL element as a cached response's filter sees it (non-GLOBAL rows have none).
+
+    A NamedTuple: two are made for every updated row the listener reads.
+    """
 
     category: str | None
     priority: Decimal | None

@@ -319,6 +319,7 @@ def _send(name: str, args: list[Any], queue: str, countdown: float | None = None
             args=args,
             queue=queue,
             countdown=countdown,
+            ignore_result=True,  # nobody waits for it: no result subscription per send
             retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
         )

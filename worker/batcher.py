@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Set as AbstractSet
+from typing import Any, NamedTuple
 
 from core.batch import Batch
 from core.predicate import ElementImage
@@ -18,12 +18,12 @@ from worker.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Transaction:
-    """What one committed transaction changed, and where the binlog stands after it."""
+class Transaction(NamedTuple):
+    """What one committed transaction changed, and where the binlog stands after it.
+    (A NamedTuple: one is made per transaction read.)"""
 
-    images: frozenset[ElementImage]
-    refs: frozenset[str]
+    images: AbstractSet[ElementImage]
+    refs: AbstractSet[str]
     flush_reason: str
     position: dict[str, Any]
     event_time: int
@@ -68,9 +68,10 @@ class TransactionBuilder:
         self._flush = f"DDL: {query[:120]}"
 
     def end(self, position: dict[str, Any], event_time: int) -> Transaction:
+        # The sets are handed over, not copied: _reset makes new ones.
         txn = Transaction(
-            frozenset(self._images),
-            frozenset(self._refs),
+            self._images,
+            self._refs,
             self._flush,
             position,
             event_time,

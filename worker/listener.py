@@ -209,7 +209,6 @@ class Listener:
                 if not builder.complete:
                     started_at = now
                 builder.add(item)
-                metrics.TRANSACTIONS.inc()
             if not builder.complete:
                 continue
             readable = not events.empty()
@@ -230,6 +229,7 @@ class Listener:
             # While the workers are behind, the batch goes on growing (its images are a set).
             if builder.has_work and flow.full():
                 continue
+            metrics.TRANSACTIONS.inc(builder.transactions)
             batch, position, event_time = builder.take()
             assert position is not None
             if batch:

@@ -32,4 +32,8 @@ class Publisher:
         self._send(*self._warm_all, args=[])
 
     def _send(self, name: str, queue: str, args: list[Any]) -> None:
-        self._app.send_task(name, args=args, queue=queue, retry=True, retry_policy=RETRY_POLICY)
+        # Nobody waits for these results: without ignore_result every send would also
+        # subscribe to a result channel on the backend.
+        self._app.send_task(
+            name, args=args, queue=queue, retry=True, retry_policy=RETRY_POLICY, ignore_result=True
+        )
