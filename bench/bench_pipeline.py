@@ -34,8 +34,8 @@ from config.mysql import MySQLSettings
 from config.query import Query
 from core.predicate import ChangeIndex, ElementImage
 from tasks.sweep import sweep
-from tests.services import connect, scratch_database, service_env, wait_for
-from tests.sidecar import Sidecar
+from tests.services import connect, service_env, wait_for
+from tests.sidecar import Sidecar, isolated
 
 CATEGORIES = [f"cat{i:02d}" for i in range(20)]
 LOADS = [f"load{i}" for i in range(100)]
@@ -48,25 +48,14 @@ def pct(samples: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def sidecar_running(
-    env: dict[str, str],
-    mysql: dict[str, Any],
-    client: redis.Redis,
-    workdir: Path,
-    concurrency: int = 2,
+    env: dict[str, str], mysql: dict[str, Any], client: redis.Redis, workdir: Path
 ) -> Iterator[Sidecar]:
-    admin = connect(mysql)
-    with scratch_database(admin) as name:
-        conn = connect(mysql, name)
-        car = Sidecar(env, name, conn, client, workdir)
-        try:
-            car.start_worker(concurrency)
-            car.start_listener()
-            car.sync()
-            yield car
-        finally:
-            car.stop()
-            conn.close()
-    admin.close()
+    """A sidecar as the Procfile runs it (worker concurrency 2), in a scratch schema."""
+    with isolated(Sidecar, env, mysql, client, workdir) as car:
+        car.start_worker(concurrency=2)
+        car.start_listener()
+        car.sync()
+        yield car
 
 
 def gtid_pos(conn: pymysql.Connection) -> str:

@@ -28,7 +28,6 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import pymysql
 import redis
 
 from config.mysql import MySQLSettings
@@ -266,10 +265,10 @@ def warm_costs(env: WarmEnv) -> list[tuple[str, int, float]]:
 
 @contextmanager
 def environment(
-    base: dict[str, str], admin: pymysql.Connection, mysql: dict[str, Any], workdir: Path, **kw: Any
+    base: dict[str, str], mysql: dict[str, Any], workdir: Path, **kw: Any
 ) -> Iterator[WarmEnv]:
     cache = redis.Redis.from_url(base["PRIMER_REDIS_URL"])
-    with warm_env(base, admin, mysql, cache, workdir, **kw) as env:
+    with warm_env(base, mysql, cache, workdir, **kw) as env:
         yield env
 
 
@@ -284,12 +283,11 @@ def main() -> None:
     parsed = MySQLSettings.from_url(base["PRIMER_MYSQL_URL"], problems)
     assert parsed is not None, problems
     mysql = parsed.connect_kwargs()
-    admin = connect(mysql)
     results: dict[str, Any] = {}
     with TemporaryDirectory(prefix="bench-warming-") as tmp:
         workdir = Path(tmp)
         for mode in ("without", "with"):
-            with environment(base, admin, mysql, workdir, second_pass_ms=250) as env:
+            with environment(base, mysql, workdir, second_pass_ms=250) as env:
                 ids = seed_elements(env.conn, 2000, random.Random(3))
                 if mode == "with":
                     env.start_worker()
@@ -299,10 +297,9 @@ def main() -> None:
                 print(f"read-through {mode} the sidecar: {results[mode]}", flush=True)
                 if mode == "with":
                     results["latency"] = commit_to_warm(env, mysql)
-        with environment(base, admin, mysql, workdir) as env:
+        with environment(base, mysql, workdir) as env:
             seed_elements(env.conn, 10_000, random.Random(4))
             results["costs"] = warm_costs(env)
-    admin.close()
     report(results)
 
 

@@ -6,29 +6,18 @@ import logging
 import time
 from collections.abc import Callable
 
-import pymysql
-import redis
-
 from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from tasks import metrics, warming
 from tasks.app import INVALIDATE_TASK, app
 from tasks.elements import chunk_images
+from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, sweep
 from worker.flow import mark_completed
 
 log = logging.getLogger(__name__)
-
-# Faults worth retrying: the servers went away or timed out. Anything else is a bug or bad
-# data and must surface, not loop.
-TRANSIENT_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    pymysql.err.OperationalError,
-    pymysql.err.InterfaceError,
-)
 
 
 def run_invalidation(
@@ -88,10 +77,7 @@ def run_invalidation(
 @app.task(
     name=INVALIDATE_TASK,
     ignore_result=True,
-    autoretry_for=TRANSIENT_ERRORS,
-    retry_backoff=0.5,
-    retry_backoff_max=30,
-    retry_jitter=True,
+    **retry_on(*CONNECTION_ERRORS),
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
 def invalidate(batch: dict) -> dict:
@@ -99,7 +85,7 @@ def invalidate(batch: dict) -> dict:
     retried = False
     try:
         return run_invalidation(rt, parsed).to_json()
-    except TRANSIENT_ERRORS:
+    except CONNECTION_ERRORS:
         retried = True  # autoretry runs it again: it is not finished
         raise
     finally:

@@ -28,7 +28,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import pymysql
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
@@ -40,6 +39,7 @@ from core.predicate import ChangeIndex
 from core.response import build_response, encode
 from tasks.app import INVALIDATE_TASK, WARM_ALL_TASK, WARM_TASK, app, queue_name
 from tasks.primer_query import fetch_rows
+from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
@@ -52,12 +52,6 @@ MAX_RUNS = 20  # bound on the runs of one warm (aborts plus pending re-runs)
 ABORT_RETRIES = 100  # Celery retries of a warm that kept aborting (generous: writes settle)
 _TOKEN_LEN = 32  # uuid4().hex: registry members are token + key
 
-CONNECTION_ERRORS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    pymysql.err.OperationalError,
-    pymysql.err.InterfaceError,
-)
 
 # KEYS: lock, pending  ARGV: token, lease_ms
 _ACQUIRE = """
@@ -335,10 +329,7 @@ def _send(name: str, args: list[Any], queue: str, countdown: float | None = None
 @app.task(
     bind=True,
     name=WARM_TASK,
-    autoretry_for=CONNECTION_ERRORS,
-    retry_backoff=0.5,
-    retry_backoff_max=30,
-    retry_jitter=True,
+    **retry_on(*CONNECTION_ERRORS),
     max_retries=ABORT_RETRIES,
 )
 def warm(self: Any, params: dict) -> dict:
@@ -354,10 +345,7 @@ def warm(self: Any, params: dict) -> dict:
 
 @app.task(
     name=WARM_ALL_TASK,
-    autoretry_for=(*CONNECTION_ERRORS, BrokerError),
-    retry_backoff=0.5,
-    retry_backoff_max=30,
-    retry_jitter=True,
+    **retry_on(*CONNECTION_ERRORS, BrokerError),
     max_retries=ABORT_RETRIES,
 )
 def warm_all() -> list[dict]:

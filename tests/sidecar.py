@@ -6,27 +6,45 @@ from __future__ import annotations
 import itertools
 import random
 import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pymysql
 import redis
 from pymysql.cursors import DictCursor
 
+from config import Settings, load_settings
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat
 from core.predicate import ElementImage
-from tests.services import VENV_BIN, Process, child_env, delete_prefix, unique, wait_for
+from tests.services import (
+    VENV_BIN,
+    Process,
+    child_env,
+    cli,
+    connect,
+    delete_prefix,
+    scratch_database,
+    unique,
+    wait_for,
+)
 
 _sync_ids = itertools.count(1)
+S = TypeVar("S", bound="Sidecar")
 SYNC_IMAGE_PRIORITY = Decimal("0.00")
 
 
 @dataclass
 class Sidecar:
+    """One sidecar's worth of isolation (schema, key and state prefixes, queues) and the
+    worker and listener processes it runs; everything it started is stopped by stop()."""
+
     base_env: dict[str, str]
     database: str
     conn: pymysql.Connection
@@ -34,32 +52,39 @@ class Sidecar:
     workdir: Path
     tag: str = field(default_factory=lambda: unique("t"))
     extra_toml: str = ""
+    second_pass_ms: int = 0
+    warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
     worker: Process | None = None
     listener: Process | None = None
-    listeners_started: int = 0
+    processes: list[Process] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.key_prefix = f"{self.tag}:megamind:primer:"
         self.state_prefix = f"{self.tag}:primer-cache:"
         self.keys = KeyFormat(self.key_prefix, DEFAULT_KEY_TEMPLATE)
-        toml = self.workdir / f"{self.tag}.toml"
-        toml.write_text(
+        self.config = self.workdir / f"{self.tag}.toml"
+        self.config.write_text(
             f'[cache]\nkey_prefix = "{self.key_prefix}"\nstate_prefix = "{self.state_prefix}"\n'
-            "second_pass_ms = 0\n"
+            f"second_pass_ms = {self.second_pass_ms}\n"
             f'[celery]\nqueue_prefix = "{self.tag}"\n'
             "[listener]\nleader_ttl_ms = 3000\n"
-            "[warm]\npatterns = []\n" + self.extra_toml
+            + ("" if self.warm else "[warm]\npatterns = []\n")
+            + self.extra_toml
         )
         mysql_url = self.base_env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{self.database}"
-        self.env = child_env(self.base_env, PRIMER_MYSQL_URL=mysql_url, PRIMER_CONFIG=str(toml))
+        self.env = child_env(
+            self.base_env, PRIMER_MYSQL_URL=mysql_url, PRIMER_CONFIG=str(self.config)
+        )
+        self.settings: Settings = load_settings(self.env)
+        self.broker = redis.Redis.from_url(self.settings.broker_url)
 
     # ---- processes ----------------------------------------------------------------------
 
-    def start_worker(self, concurrency: int = 1) -> None:
+    def start_worker(self, concurrency: int = 1) -> Process:
         queues = ",".join(f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance"))
-        # Tests use one process: tasks then run in publish order, so a later sentinel proves
-        # that earlier work is done.
-        self.worker = Process(
+        # Pipeline tests use one process: tasks then run in publish order, so a later
+        # sentinel proves that earlier work is done.
+        worker = self._start(
             [
                 str(VENV_BIN / "celery"),
                 "-A",
@@ -68,7 +93,7 @@ class Sidecar:
                 "-Q",
                 queues,
                 "-c",
-                "1",
+                str(concurrency),
                 "--loglevel",
                 "INFO",
                 "-n",
@@ -78,50 +103,51 @@ class Sidecar:
                 "--without-heartbeat",
             ],
             self.env,
-            self.workdir / f"{self.tag}-worker.log",
+            "worker",
+            ready="ready",
         )
-        wait_for(
-            lambda: "ready" in self.worker.output() or not self.worker.alive(),
-            timeout=60,
-            what="celery worker ready",
-        )
-        assert self.worker.alive(), self.worker.output()
+        self.worker = worker
+        return worker
 
     def start_listener(self, server_id: int | None = None, metrics_port: int = 0) -> Process:
-        self.listeners_started += 1
-        server_id = server_id or random.randint(10_000, 2**31)
-        env = {**self.env, "PRIMER_SERVER_ID": str(server_id)}
+        env = {**self.env, "PRIMER_SERVER_ID": str(server_id or random.randint(10_000, 2**31))}
         if metrics_port:
             env["PRIMER_METRICS_PORT"] = str(metrics_port)
-        log = self.workdir / f"{self.tag}-listener{self.listeners_started}.log"
-        self.listener = Process([str(VENV_BIN / "primer-cache"), "listen"], env, log)
-        listener = self.listener
-        wait_for(
-            lambda: "streaming from" in listener.output() or not listener.alive(),
-            timeout=60,
-            what="listener streaming",
+        self.listener = self._start(
+            [str(VENV_BIN / "primer-cache"), "listen"], env, "listener", ready="streaming from"
         )
-        assert listener.alive(), listener.output()
-        return listener
+        return self.listener
 
     def start_listener_standby(self) -> Process:
         """A second replica (own server_id) that should wait for the leader lock."""
-        self.listeners_started += 1
         env = {**self.env, "PRIMER_SERVER_ID": str(random.randint(10_000, 2**31))}
-        log = self.workdir / f"{self.tag}-listener{self.listeners_started}.log"
-        return Process([str(VENV_BIN / "primer-cache"), "listen"], env, log)
+        return self._start([str(VENV_BIN / "primer-cache"), "listen"], env, "listener")
+
+    def _start(self, args: list[str], env: dict[str, str], name: str, ready: str = "") -> Process:
+        log = self.workdir / f"{self.tag}-{name}{len(self.processes)}.log"
+        proc = Process(args, env, log)
+        self.processes.append(proc)
+        if ready:
+            wait_for(
+                lambda: ready in proc.output() or not proc.alive(),
+                timeout=60,
+                what=f"{name} to log {ready!r}",
+            )
+            assert proc.alive(), proc.output()
+        return proc
 
     def kill_listener(self) -> None:
         assert self.listener is not None
         self.listener.stop(signal.SIGKILL)
 
     def stop(self) -> None:
-        for proc in (self.listener, self.worker):
-            if proc is not None:
-                proc.stop()
+        for proc in reversed(self.processes):
+            proc.stop()
         delete_prefix(self.redis, f"{self.tag}:")
-        broker = redis.Redis.from_url(self.base_env["PRIMER_BROKER_URL"])
-        delete_prefix(broker, f"{self.tag}.")
+        delete_prefix(self.broker, f"{self.tag}.")
+
+    def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+        return cli(self.env, *args, timeout=timeout)
 
     # ---- database -----------------------------------------------------------------------
 
@@ -198,3 +224,27 @@ class Sidecar:
             what=f"sentinel {key} to be invalidated",
         )
         return ElementImage(category, SYNC_IMAGE_PRIORITY, "optional")
+
+
+@contextmanager
+def isolated(
+    kind: type[S],
+    base_env: dict[str, str],
+    mysql_params: dict[str, Any],
+    client: redis.Redis,
+    workdir: Path,
+    **options: Any,
+) -> Iterator[S]:
+    """A sidecar of `kind` in a scratch schema; its processes, keys and schema go after."""
+    admin = connect(mysql_params)
+    try:
+        with scratch_database(admin) as name:
+            conn = connect(mysql_params, name)
+            car = kind(base_env, name, conn, client, workdir, **options)
+            try:
+                yield car
+            finally:
+                car.stop()
+                conn.close()
+    finally:
+        admin.close()

@@ -13,29 +13,22 @@ import redis
 from config.query import Query
 from core.keys import KeyFilter
 from core.predicate import ElementImage, matches
-from tests.services import connect, scratch_database
-from tests.sidecar import Sidecar
+from tests.sidecar import Sidecar, isolated
 
 
 @pytest.fixture(scope="module")
 def sidecar(
     services: dict[str, str],
-    admin: pymysql.Connection,
     mysql_params: dict,
     redis_client: redis.Redis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Sidecar]:
-    with scratch_database(admin) as name:
-        conn = connect(mysql_params, name)
-        car = Sidecar(services, name, conn, redis_client, tmp_path_factory.mktemp("sidecar"))
-        try:
-            car.start_worker()
-            car.start_listener()
-            car.sync()
-            yield car
-        finally:
-            car.stop()
-            conn.close()
+    workdir = tmp_path_factory.mktemp("sidecar")
+    with isolated(Sidecar, services, mysql_params, redis_client, workdir) as car:
+        car.start_worker()
+        car.start_listener()
+        car.sync()
+        yield car
 
 
 def q(*cats: str, thr: float = 0.0, level: str = "all") -> Query:

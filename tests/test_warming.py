@@ -8,7 +8,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import pymysql
 import pytest
 import redis
 
@@ -38,14 +37,13 @@ AD_HOC = Query(("security",), priority_threshold=0.3, limit=40)  # not a configu
 @pytest.fixture(scope="module")
 def static(
     services: dict[str, str],
-    admin: pymysql.Connection,
     mysql_params: dict,
     redis_client: redis.Redis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WarmEnv]:
     """Data and a cache, no processes: in-process warms against a database that holds still."""
     workdir = tmp_path_factory.mktemp("warm-static")
-    with warm_env(services, admin, mysql_params, redis_client, workdir) as env:
+    with warm_env(services, mysql_params, redis_client, workdir) as env:
         seed_elements(env.conn, 400, random.Random(7))
         yield env
 
@@ -53,14 +51,13 @@ def static(
 @pytest.fixture(scope="module")
 def pipeline(
     services: dict[str, str],
-    admin: pymysql.Connection,
     mysql_params: dict,
     redis_client: redis.Redis,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[WarmEnv]:
     """Data, a Celery worker and a listener; the listener's cold start warms every pattern."""
     workdir = tmp_path_factory.mktemp("warm-pipeline")
-    with warm_env(services, admin, mysql_params, redis_client, workdir) as env:
+    with warm_env(services, mysql_params, redis_client, workdir) as env:
         seed_elements(env.conn, 300, random.Random(11))
         env.start_worker()
         env.start_listener()
@@ -126,13 +123,12 @@ def test_duplicate_warms_collapse_and_the_holder_runs_again(static: WarmEnv) -> 
 
 def test_after_invalidation_warms_exactly_the_affected_patterns(
     services: dict[str, str],
-    admin: pymysql.Connection,
     mysql_params: dict,
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> None:
     # No worker: the messages stay in this environment's queues for us to read.
-    with warm_env(services, admin, mysql_params, redis_client, tmp_path, second_pass_ms=250) as env:
+    with warm_env(services, mysql_params, redis_client, tmp_path, second_pass_ms=250) as env:
         image = ElementImage("process", None, "required")
         batch = Batch.of([image], upto="0-1-42")
         after_invalidation(env.rt, batch, ChangeIndex([image]))

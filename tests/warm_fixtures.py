@@ -4,33 +4,25 @@ key prefix, state prefix and queues), generated primer data, and process helpers
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import random
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pymysql
 import redis
 
-from config import Settings, load_settings
 from config.query import Query
 from tests.services import (
-    VENV_BIN,
     Process,
-    child_env,
     connect,
-    delete_prefix,
-    scratch_database,
     service_env,
-    unique,
-    wait_for,
 )
+from tests.sidecar import Sidecar, isolated
 
 # tasks.app reads its settings from os.environ at import: give it the services' URLs when
 # the test run was not started with .run/services.env sourced.
@@ -41,75 +33,29 @@ CATEGORIES = ("security", "development", "process", "cybersecurity", "testing")
 LEVELS = ("required", "recommended", "optional")
 
 
-@dataclass
-class WarmEnv:
-    """One sidecar's worth of isolation, and the processes it runs."""
+class WarmEnv(Sidecar):
+    """A sidecar for the warming tests: warm patterns on (the seed's, or extra_toml's), and
+    in-process access to what the worker does (Runtime)."""
 
-    base_env: dict[str, str]
-    database: str
-    conn: pymysql.Connection
-    cache: redis.Redis
-    workdir: Path
-    toml_extra: str = ""
-    second_pass_ms: int = 0
-    tag: str = field(default_factory=lambda: unique("t"))
-    processes: list[Process] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self.key_prefix = f"{self.tag}:megamind:primer:"
-        self.state_prefix = f"{self.tag}:primer-cache:"
-        self.config = self.workdir / f"{self.tag}.toml"
-        self.config.write_text(
-            f'[cache]\nkey_prefix = "{self.key_prefix}"\n'
-            f'state_prefix = "{self.state_prefix}"\n'
-            f"second_pass_ms = {self.second_pass_ms}\n"
-            f'[celery]\nqueue_prefix = "{self.tag}"\n'
-            "[listener]\nleader_ttl_ms = 3000\n" + self.toml_extra
-        )
-        url = self.base_env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{self.database}"
-        self.env = child_env(self.base_env, PRIMER_MYSQL_URL=url, PRIMER_CONFIG=str(self.config))
-        self.settings: Settings = load_settings(self.env)
-        self.broker = redis.Redis.from_url(self.settings.broker_url)
+    def __init__(self, *args: Any, toml_extra: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, extra_toml=toml_extra, warm=True, **kwargs)
         from tasks.runtime import Runtime
 
         self.rt = Runtime(self.settings)
-        self.keys = self.rt.keys
 
-    # ---- processes ----------------------------------------------------------------------
+    @property
+    def cache(self) -> redis.Redis:
+        return self.redis
 
-    def start_worker(self) -> Process:
-        queues = ",".join(f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance"))
-        args = [str(VENV_BIN / "celery"), "-A", "tasks", "worker", "-Q", queues, "-c", "2"]
-        args += ["--loglevel", "INFO", "-n", f"{self.tag}@%h", "--without-gossip"]
-        args += ["--without-mingle", "--without-heartbeat"]
-        worker = Process(args, self.env, self.workdir / f"{self.tag}-worker.log")
-        self.processes.append(worker)
-        wait_for(
-            lambda: "ready" in worker.output() or not worker.alive(),
-            timeout=60,
-            what="celery worker ready",
-        )
-        assert worker.alive(), worker.output()
-        return worker
-
-    def start_listener(self) -> Process:
-        env = {**self.env, "PRIMER_SERVER_ID": str(random.randint(10_000, 2**31))}
-        log = self.workdir / f"{self.tag}-listener{len(self.processes)}.log"
-        listener = Process([str(VENV_BIN / "primer-cache"), "listen"], env, log)
-        self.processes.append(listener)
-        wait_for(
-            lambda: "streaming from" in listener.output() or not listener.alive(),
-            timeout=60,
-            what="listener streaming",
-        )
-        assert listener.alive(), listener.output()
-        return listener
+    def start_worker(self, concurrency: int = 2) -> Process:
+        return super().start_worker(concurrency)
 
     def close(self) -> None:
-        for proc in reversed(self.processes):
-            proc.stop()
-        delete_prefix(self.cache, f"{self.tag}:")
-        delete_prefix(self.broker, f"{self.tag}.")
+        self.stop()
+
+    def stop(self) -> None:
+        super().stop()
+        self.rt.drop_db()
 
     # ---- the cache and the queues -------------------------------------------------------
 
@@ -128,30 +74,15 @@ class WarmEnv:
             found.append({"task": message["headers"]["task"], "args": args, **message["headers"]})
         return found
 
-    def cli(self, *args: str, timeout: float = 120.0) -> Any:
-        from tests.services import cli
 
-        return cli(self.env, *args, timeout=timeout)
-
-
-@contextmanager
 def warm_env(
     base_env: dict[str, str],
-    admin: pymysql.Connection,
     mysql_params: dict[str, Any],
     cache: redis.Redis,
     workdir: Path,
     **options: Any,
-) -> Iterator[WarmEnv]:
-    with scratch_database(admin) as name:
-        conn = connect(mysql_params, name)
-        env = WarmEnv(base_env, name, conn, cache, workdir, **options)
-        try:
-            yield env
-        finally:
-            env.close()
-            env.rt.drop_db()
-            conn.close()
+) -> contextlib.AbstractContextManager[WarmEnv]:
+    return isolated(WarmEnv, base_env, mysql_params, cache, workdir, **options)
 
 
 # ---- data -------------------------------------------------------------------------------------

@@ -1,0 +1,28 @@
+"""Which faults a task retries, and how: connection faults only, with backoff and jitter.
+
+Anything else is a bug or bad data and must surface, not loop.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pymysql
+import redis
+
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+)
+
+
+def retry_on(*errors: type[BaseException]) -> dict[str, Any]:
+    """`@app.task` options: retry on these errors, 0.5 s doubling to 30 s, jittered."""
+    return {
+        "autoretry_for": errors,
+        "retry_backoff": 0.5,
+        "retry_backoff_max": 30,
+        "retry_jitter": True,
+    }
