@@ -470,3 +470,33 @@ def test_noblob_row_images(sidecar: Sidecar) -> None:
     finally:
         sidecar.execute("SET SESSION binlog_row_image = 'FULL'")
     assert sidecar.present(keys) == {keys[1]}
+
+
+def test_listener_survives_a_killed_binlog_connection(
+    sidecar: Sidecar, admin: pymysql.Connection
+) -> None:
+    from tests.services import wait_for
+
+    sidecar.insert_chunk("reconnect", "testing", "0.90", "required")
+    sidecar.sync()
+
+    def dump_threads() -> list[int]:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE COMMAND LIKE 'Binlog Dump%'"
+            )
+            return [row[0] for row in cur.fetchall()]
+
+    killed = dump_threads()
+    assert killed, "no binlog dump thread to kill"
+    with admin.cursor() as cur:
+        for thread_id in killed:
+            cur.execute(f"KILL {int(thread_id)}")
+    keys = sidecar.plant(q("testing"), q("security"))
+    sidecar.execute(
+        "UPDATE megamind_chunks SET content = 'after kill' WHERE chunk_id = 'reconnect'"
+    )
+    sidecar.sync(timeout=60)
+    assert sidecar.present(keys) == {keys[1]}
+    wait_for(lambda: set(dump_threads()) - set(killed), timeout=30, what="a new dump thread")
+    assert sidecar.listener is not None and sidecar.listener.alive()

@@ -17,7 +17,7 @@ from typing import Any
 import pymysql
 import redis
 from kombu.exceptions import OperationalError as BrokerError
-from tenacity import Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from config import Settings
 from core.batch import Batch
@@ -44,6 +44,10 @@ BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID th
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
 IDLE_CHECKPOINT_EVERY = 1.0
 CATCH_UP_WINDOW = 1.0  # how long a batch may grow while catching up on a backlog
+
+
+class ReaderError(Exception):
+    """Raised when the binlog reader stopped on something other than a connection fault."""
 
 
 class Listener:
@@ -75,8 +79,8 @@ class Listener:
         try:
             while not self.stopping.is_set():
                 for attempt in Retrying(
-                    retry=retry_if_exception_type(TRANSIENT),
-                    wait=wait_exponential_jitter(initial=0.5, max=30),
+                    retry=retry_if_exception_type((*TRANSIENT, ReaderError)),
+                    wait=wait_exponential(multiplier=0.5, max=30) + wait_random(0, 0.5),
                     before_sleep=self._log_retry,
                     reraise=True,
                 ):
@@ -96,7 +100,13 @@ class Listener:
         metrics.RESTARTS.inc()
         exc = state.outcome.exception() if state.outcome else None
         delay = state.next_action.sleep if state.next_action else 0
-        log.warning("%s: %s; reconnecting in %.2f seconds", self.name, exc, delay)
+        log.warning(
+            "%s: %s; reconnecting in %.2f seconds",
+            self.name,
+            exc,
+            delay,
+            exc_info=exc if isinstance(exc, ReaderError) else None,
+        )
 
     def _connect(self) -> pymysql.Connection:
         return pymysql.connect(
@@ -151,8 +161,8 @@ class Listener:
         started = time.monotonic()
         try:
             self._consume(events, backlog_end)
-        except pymysql.err.OperationalError as exc:
-            if exc.args and exc.args[0] == BINLOG_GONE:
+        except (*TRANSIENT, ReaderError) as exc:
+            if isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (BINLOG_GONE,):
                 log.error(
                     "%s: CHECKPOINT %s CANNOT BE RESUMED (%s): flushing the cache and "
                     "starting from the current position",
@@ -163,6 +173,7 @@ class Listener:
                 self.leadership.clear_checkpoint()
                 return
             if time.monotonic() - started > HEALTHY_AFTER:
+                # A stream that ran well: reconnect at once, with the backoff reset.
                 log.warning("%s: stream broke (%s); reconnecting now", self.name, exc)
                 return
             raise
@@ -203,7 +214,11 @@ class Listener:
             except queue.Empty:
                 item = None
             if isinstance(item, BaseException):
-                raise item
+                if isinstance(item, TRANSIENT):
+                    raise item
+                # Not a connection fault: an event the library could not read, say. Never
+                # exit on one bad event: log it, and resume from the checkpoint after a pause.
+                raise ReaderError(f"binlog reader stopped: {item!r}") from item
             now = time.monotonic()
             if item is not None:
                 if not builder.complete:
