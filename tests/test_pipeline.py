@@ -500,3 +500,43 @@ def test_listener_survives_a_killed_binlog_connection(
     assert sidecar.present(keys) == {keys[1]}
     wait_for(lambda: set(dump_threads()) - set(killed), timeout=30, what="a new dump thread")
     assert sidecar.listener is not None and sidecar.listener.alive()
+
+
+def test_ensure_partitions_runs_through_celery(sidecar: Sidecar, admin: pymysql.Connection) -> None:
+    import subprocess
+
+    from tests.services import VENV_BIN, wait_for
+
+    table = "megamind_global_element_analytics_partitioned"
+
+    def partitions() -> list[str]:
+        with admin.cursor() as cur:
+            cur.execute(
+                "SELECT PARTITION_NAME FROM information_schema.PARTITIONS "
+                "WHERE TABLE_SCHEMA = %s AND TABLE_NAME = %s ORDER BY PARTITION_ORDINAL_POSITION",
+                (sidecar.database, table),
+            )
+            return [row[0] for row in cur.fetchall()]
+
+    assert partitions()[-1] == "p_future"
+    sent = subprocess.run(
+        [
+            str(VENV_BIN / "celery"),
+            "-A",
+            "tasks",
+            "call",
+            "primer_cache.ensure_partitions",
+            "--queue",
+            f"{sidecar.tag}.maintenance",
+        ],
+        env=sidecar.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert sent.returncode == 0, sent.stderr
+    from datetime import UTC, datetime
+
+    this_month = datetime.now(UTC).strftime("p%Y%m")
+    wait_for(lambda: this_month in partitions(), timeout=60, what=f"{this_month} created")
+    assert partitions()[-1] == "p_future"

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import queue
 import re
+import socket
 import threading
 from typing import Any
 
@@ -119,6 +120,13 @@ class BinlogReader(threading.Thread):
 
     def stop(self) -> None:
         self._stop.set()
+        # Shut the socket down first: closing it waits for the reader thread's blocked read
+        # (up to the next heartbeat); a shutdown ends that read at once. The library keeps
+        # the connection private, hence the getattr.
+        sock = getattr(getattr(self.stream, "_stream_connection", None), "_sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         # closing a broken socket may raise anything; the thread is ending either way
         with contextlib.suppress(Exception):
             self.stream.close()
