@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import string
 import tomllib
 import zlib
 from collections.abc import Callable, Mapping
@@ -198,13 +199,15 @@ def _template(name: str, value: Any, problems: list[str]) -> Any:
     if not isinstance(value, str):
         problems.append(f"{name} = {value!r} is not a string")
         return value
-    import string
-
     try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
+        pieces = [(lit, f) for lit, f, _, _ in string.Formatter().parse(value)]
     except ValueError as exc:
         problems.append(f"{name} = {value!r} is not a format string: {exc}")
         return value
+    fields = [f for _, f in pieces if f is not None]
+    if any(f is not None and not lit for lit, f in pieces[1:]):
+        # Keys must parse back: two fields with nothing between them are ambiguous.
+        problems.append(f"{name} = {value!r} has two fields with no text between them")
     if sorted(fields) != sorted(KEY_FIELDS):
         problems.append(
             f"{name} = {value!r} must use each of {{{'}, {'.join(KEY_FIELDS)}}} exactly once"

@@ -49,23 +49,14 @@ def sweep(
     prefix that does not parse (safe side: it may hold anything). Dry runs only list them."""
     result = SweepResult()
     pending: list[bytes | str] = []
-    fields_of, filter_of = keys.filter_fields, keys.filter_of
-    verdicts: dict[tuple[str, str, str], bool | None] = {}  # None: does not parse
+    judge = keys.judge(doomed)
     for node_client in _primaries(client):
         cursor = 0
         while True:
             cursor, batch = node_client.scan(cursor=cursor, match=keys.scan_pattern(), count=count)
             result.scanned += len(batch)
             for raw in batch:
-                fields = fields_of(_text(raw))
-                if fields is None:
-                    verdict = None
-                elif fields in verdicts:
-                    verdict = verdicts[fields]
-                else:
-                    key_filter = filter_of(fields)
-                    verdict = None if key_filter is None else doomed(key_filter)
-                    verdicts[fields] = verdict
+                verdict = judge(_text(raw))
                 if verdict is None:
                     result.unparseable += 1
                 elif not verdict:

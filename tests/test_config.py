@@ -97,12 +97,13 @@ def test_unreadable_and_invalid_toml(tmp_path: Path) -> None:
 def test_template_and_state_prefix_are_checked(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text(
-        "[cache]\nkey_template = 'primer:{cats}:{limit}'\n"
+        "[cache]\nkey_template = 'primer:{cats}:{limit}{sort_by}'\n"
         "key_prefix = 'app:'\nstate_prefix = 'app:primer:'\n"
     )
     with pytest.raises(ConfigError) as err:
         load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
-    assert "key_template" in str(err.value)
+    assert "must use each of" in str(err.value)
+    assert "two fields with no text between them" in str(err.value)
     assert "state_prefix" in str(err.value)
 
 

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from config.query import Query
 from config.settings import DEFAULT_KEY_PREFIX, DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, escape_glob
+from core.predicate import ChangeIndex, ElementImage
 from tests.strategies import queries
 
 SEED = KeyFormat(DEFAULT_KEY_PREFIX, DEFAULT_KEY_TEMPLATE)
@@ -121,3 +122,57 @@ def test_escape_glob_neutralises_metacharacters() -> None:
     assert escape_glob("a?[b]\\") == "a\\?\\[b\\]\\\\"
     assert _glob_match(escape_glob("*") + ":*", "*:x")
     assert not _glob_match(escape_glob("*") + ":*", "security:x")
+
+
+_field_text = st.text(alphabet="ab_:.0159-", max_size=6)
+raw_keys = st.builds(
+    lambda cats, thr, level, sort, limit, tail: (cats, thr, level, sort, limit, tail),
+    cats=st.sampled_from(["", "security", "a_b", "x:y"]) | _field_text,
+    thr=st.sampled_from(["0.0", "0.8", "1e-05", "nan", "inf", "x", ""]) | _field_text,
+    level=st.sampled_from(["all", "required", ""]) | _field_text,
+    sort=st.sampled_from(["priority_desc", "", "a:b"]) | _field_text,
+    limit=st.sampled_from(["100", "7", "", "x", "1:2"]) | _field_text,
+    tail=st.sampled_from(["", ":", ":9"]),
+)
+TEMPLATES = [
+    DEFAULT_KEY_TEMPLATE,
+    "v2|{enforcement_level}|{cats}|{priority_threshold}|{sort_by}|{limit}",  # another separator
+    "p:{limit}:{sort_by}:{cats}:{priority_threshold}:{enforcement_level}",  # no rsplit fast path
+]
+
+
+@given(
+    st.sampled_from(TEMPLATES),
+    st.lists(raw_keys, max_size=25),
+    st.lists(
+        st.builds(
+            ElementImage,
+            st.none() | st.sampled_from(["security", "a", "b", "a_b"]),
+            st.none() | st.decimals(0, 1, places=2),
+            st.none() | st.just("required"),
+        ),
+        max_size=4,
+    ),
+)
+def test_judge_agrees_with_parse(
+    template: str, fields: list[tuple[str, ...]], images: list[ElementImage]
+) -> None:
+    keys = KeyFormat("m:", template)
+    index = ChangeIndex(images)
+    judge = keys.judge(index.affects)
+    # Each key also with a good and a bad limit: the same front text, different answers.
+    variants = [(*f[:4], limit, f[5]) for f in fields for limit in (f[4], "100", "x")]
+    for cats, thr, level, sort, limit, tail in variants + variants:  # memoised answers too
+        key = (
+            "m:"
+            + template.format(
+                cats=cats,
+                priority_threshold=thr,
+                enforcement_level=level,
+                sort_by=sort,
+                limit=limit,
+            )
+            + tail
+        )
+        parsed = keys.parse(key)
+        assert judge(key) == (None if parsed is None else index.affects(parsed.filter)), key
