@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from config import load_settings
 from config.query import Query
 
 if TYPE_CHECKING:
+    from core.keys import ParsedKey
     from tasks.runtime import Runtime
 
 
@@ -54,15 +55,15 @@ def check_cache(rt: Runtime) -> CheckResult:
         if cached is None:
             continue  # expired or invalidated since the scan saw it
         result.checked += 1
-        if _matches(rt, parsed.query(), cached):
+        if _matches(rt, parsed, cached):
             continue
         again = rt.redis.get(raw)
-        if again == cached and not _matches(rt, parsed.query(), cached):
+        if again == cached and not _matches(rt, parsed, cached):
             result.stale.append(key)
     return result
 
 
-def _matches(rt: Runtime, query: Query, cached: bytes | str) -> bool:
+def _matches(rt: Runtime, parsed: ParsedKey, cached: bytes | str) -> bool:
     from core.response import comparable, decode, encode
     from tasks.primer_query import fresh_response
 
@@ -70,10 +71,27 @@ def _matches(rt: Runtime, query: Query, cached: bytes | str) -> bool:
         held = decode(cached)
     except ValueError:
         return False
+    query = _query_of(parsed, held)
     # Through JSON and back, so both sides hold the same Python types.
     fresh = decode(encode(fresh_response(rt.db(), rt.settings, query), compression=False))
     ignored = rt.settings.ignored_columns
     return comparable(held, ignored) == comparable(fresh, ignored)
+
+
+def _query_of(parsed: ParsedKey, held: dict[str, Any]) -> Query:
+    """The key's query. A key's category text is ambiguous when a category contains `_`
+    ("a_b" is also ("a", "b")); the response names its categories, so use them when they
+    build the same text."""
+    query = parsed.query()
+    named = held.get("categories_included")
+    if (
+        "_" in parsed.filter.cats
+        and isinstance(named, list)
+        and all(isinstance(c, str) for c in named)
+        and "_".join(sorted(named)) == parsed.filter.cats
+    ):
+        return replace(query, categories=tuple(named))
+    return query
 
 
 def run(args: argparse.Namespace) -> int:

@@ -106,16 +106,9 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
     if problems or mysql is None:
         raise ConfigError(problems)
-    settings = Settings(mysql=mysql, redis_url=redis_url, broker_url=broker_url, **values)
-    if not settings.server_id:
-        settings = _replace(settings, server_id=_default_server_id())
-    return settings
-
-
-def _replace(settings: Settings, **changes: Any) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, **changes)
+    if not values.get("server_id"):
+        values["server_id"] = _default_server_id()
+    return Settings(mysql=mysql, redis_url=redis_url, broker_url=broker_url, **values)
 
 
 def _default_server_id() -> int:

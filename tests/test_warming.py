@@ -275,6 +275,25 @@ def test_check_reports_a_stale_key(static: WarmEnv) -> None:
     static.cache.delete(static.keys.build(query))
 
 
+def test_check_knows_categories_containing_underscores(static: WarmEnv) -> None:
+    # The key text "x_y" is also the key of ("x", "y"): check must query ("x_y",).
+    query = Query(("x_y",))
+    with static.conn.cursor() as cur:
+        cur.execute(
+            "INSERT INTO megamind_chunks (chunk_id, realm_id, content, element_category, "
+            "priority_score) VALUES ('underscored', 'GLOBAL', 'x', 'x_y', 0.5)"
+        )
+    try:
+        warm_query(static.rt, query)
+        assert fresh(static, query)["total_count"] == 1
+        done = static.cli("check")
+        assert done.returncode == 0, done.stdout + done.stderr
+    finally:
+        static.cache.delete(static.keys.build(query))
+        with static.conn.cursor() as cur:
+            cur.execute("DELETE FROM megamind_chunks WHERE chunk_id = 'underscored'")
+
+
 BAD_PATTERNS = """
 [[warm.patterns]]
 include_categories = ["security"]
