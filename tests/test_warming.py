@@ -14,7 +14,7 @@ import redis
 from config.query import SEED_WARM_PATTERNS, Query
 from core.batch import Batch
 from core.predicate import ChangeIndex, ElementImage
-from tests.services import VENV_BIN, wait_for
+from tests.services import VENV_BIN, delete_prefix, wait_for
 from tests.warm_fixtures import (
     WarmEnv,
     Writers,
@@ -278,6 +278,7 @@ def test_check_reports_a_stale_key(static: WarmEnv) -> None:
 def test_check_knows_categories_containing_underscores(static: WarmEnv) -> None:
     # The key text "x_y" is also the key of ("x", "y"): check must query ("x_y",).
     query = Query(("x_y",))
+    delete_prefix(static.cache, static.key_prefix)  # earlier tests leave stale keys behind
     with static.conn.cursor() as cur:
         cur.execute(
             "INSERT INTO megamind_chunks (chunk_id, realm_id, content, element_category, "
