@@ -7,6 +7,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
+import hypothesis
 import pymysql
 import pytest
 import redis
@@ -15,6 +16,10 @@ from config.mysql import MySQLSettings
 from tests.services import connect, scratch_database, service_env
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests judge results, not speed: a loaded CI machine must not fail them on time.
+hypothesis.settings.register_profile("primer-cache", deadline=None)
+hypothesis.settings.load_profile("primer-cache")
 
 
 def _unavailable(reason: str) -> None:
