@@ -55,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
     cp = info["checkpoint"] or {}
     print(f"leader:      {info['leader'] or '(none)'}")
     print(f"checkpoint:  {cp.get('gtid') or cp.get('file', '(none)')}")
-    print(f"last event:  {info['seconds_since_last_event']} s ago")
+    since = info["seconds_since_last_event"]
+    print(f"last event:  {'none since the checkpoint' if since is None else f'{since} s ago'}")
     for name, depth in info["queues"].items():
         print(f"queue {name}: {depth}")
     print(f"warm keys:   {info['warm_keys_present']}/{len(info['warm_keys'])} present")

@@ -47,7 +47,8 @@ def run_invalidation(
     if index is None:
         result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
         log.warning(
-            "FLUSHED %d primer keys under %r (%s) up to %s",
+            "%s %d primer keys under %r (%s) up to %s",
+            "WOULD FLUSH" if dry_run else "FLUSHED",
             result.deleted,
             rt.keys.head,
             batch.reason or "flush requested",
@@ -56,7 +57,8 @@ def run_invalidation(
     else:
         result = sweep(rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run)
         log.info(
-            "invalidated %d of %d keys for %d images (%d transactions)%s up to %s",
+            "%s %d of %d keys for %d images (%d transactions)%s up to %s",
+            "would invalidate" if dry_run else "invalidated",
             result.deleted,
             result.scanned,
             index.size,

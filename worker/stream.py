@@ -32,6 +32,10 @@ _MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row imag
 _DDL = re.compile(r"^\s*(TRUNCATE|DROP|ALTER|RENAME|CREATE\s+OR\s+REPLACE)\b", re.IGNORECASE)
 
 
+class ReaderStopped(Exception):
+    """Raised inside the reader thread when the library tries to reconnect after stop()."""
+
+
 class Position:
     """Where the stream has got to, as a checkpoint: GTID state, or file+pos."""
 
@@ -90,7 +94,7 @@ class BinlogReader(threading.Thread):
         self.txn = TransactionBuilder(
             settings.chunks_table, settings.elements_table, settings.ignored_columns
         )
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         kwargs: dict[str, Any] = {}
         if server.gtid_mode:
             kwargs["auto_position"] = self.position.gtid_set
@@ -117,9 +121,20 @@ class BinlogReader(threading.Thread):
             slave_heartbeat=5,
             **kwargs,
         )
+        # The library reconnects by itself on error 2013, which stop() causes: refuse that
+        # once stopped, or a replica that lost the lead would keep a stream open (under our
+        # server_id) and a reader thread running. The method is private (name-mangled).
+        connect = self.stream._BinLogStreamReader__connect_to_stream
+
+        def connect_unless_stopped() -> None:
+            if self._stopping.is_set():
+                raise ReaderStopped("the binlog reader was stopped")
+            connect()
+
+        self.stream._BinLogStreamReader__connect_to_stream = connect_unless_stopped
 
     def stop(self) -> None:
-        self._stop.set()
+        self._stopping.set()
         # Shut the socket down first: closing it waits for the reader thread's blocked read
         # (up to the next heartbeat); a shutdown ends that read at once. The library keeps
         # the connection private, hence the getattr.
@@ -135,14 +150,14 @@ class BinlogReader(threading.Thread):
         try:
             self._read()
         except Exception as exc:
-            if not self._stop.is_set():
+            if not self._stopping.is_set():
                 self.out.put(exc)
 
     def _read(self) -> None:
         database = self.settings.mysql.database
         add_row = self.txn.row
         for event in self.stream:
-            if self._stop.is_set():
+            if self._stopping.is_set():
                 return
             if isinstance(event, (MariadbGtidEvent, GtidEvent)):
                 self.position.begin(event.gtid)

@@ -1,0 +1,57 @@
+"""The binlog reader thread against the real MariaDB: what it hands over, and that it ends."""
+
+from __future__ import annotations
+
+import queue
+import random
+from dataclasses import replace
+from typing import Any
+
+import pymysql
+
+from config import load_settings
+from tests.services import child_env, service_env
+from worker.batcher import Transaction
+from worker.server_check import check_server, current_position
+from worker.stream import BinlogReader
+
+
+def reader_for(database: str, db: pymysql.Connection) -> tuple[BinlogReader, queue.Queue[Any]]:
+    env = service_env()
+    env["PRIMER_MYSQL_URL"] = env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{database}"
+    settings = replace(load_settings(child_env(env)), server_id=random.randint(10_000, 2**31))
+    server = check_server(db)
+    out: queue.Queue[Any] = queue.Queue()
+    return BinlogReader(settings, server, current_position(db, server), out), out
+
+
+def test_reader_hands_over_one_item_per_transaction(database: str, db: pymysql.Connection) -> None:
+    reader, out = reader_for(database, db)
+    reader.start()
+    try:
+        with db.cursor() as cur:
+            cur.execute(
+                "INSERT INTO megamind_chunks (chunk_id, content, element_category, priority_score)"
+                " VALUES ('s1', 'x', 'security', 0.9), ('s2', 'y', 'process', 0.1)"
+            )
+        txn = out.get(timeout=20)
+        assert isinstance(txn, Transaction), txn
+        assert txn.rows == 2
+        assert {image.category for image in txn.images} == {"security", "process"}
+        assert txn.position["gtid"].startswith("0-1-")
+    finally:
+        reader.stop()
+        reader.join(10)
+
+
+def test_stopped_reader_ends_and_does_not_reconnect(database: str, db: pymysql.Connection) -> None:
+    # A listener that lost the lead stops its reader and carries on: the thread must end,
+    # not let the library reconnect and keep a binlog stream open under our server_id.
+    reader, out = reader_for(database, db)
+    reader.start()
+    with db.cursor() as cur:  # make sure the stream is connected
+        cur.execute("INSERT INTO megamind_chunks (chunk_id, content) VALUES ('s3', 'x')")
+    out.get(timeout=20)
+    reader.stop()
+    reader.join(10)
+    assert not reader.is_alive(), "the stopped reader is still running"
