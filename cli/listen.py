@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from config import load_settings
+from config import Settings, load_settings
 
 
 def register(commands: Any) -> None:
@@ -22,7 +22,6 @@ def run(args: argparse.Namespace) -> int:
     from worker.listener import Listener
     from worker.metrics import serve
     from worker.server_check import ServerSettingsError
-    from worker.stream import BinlogReader  # noqa: F401 - import errors surface before we lead
 
     serve(settings.metrics_port)
     listener = Listener(settings)
@@ -36,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _warn_if_broker_evicts(settings: Any) -> None:
+def _warn_if_broker_evicts(settings: Settings) -> None:
     from tasks.health import broker_eviction_warning
 
     warning = broker_eviction_warning(settings)
