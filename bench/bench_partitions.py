@@ -21,29 +21,12 @@ from typing import Any
 import pymysql
 
 from config import load_settings
+from tests.services import schema_statements
 
 NOW = datetime(2025, 10, 15, tzinfo=UTC)  # the seed table's partitions end at September 2025
 TABLE = "megamind_global_element_analytics_partitioned"
-DDL = f"""
-CREATE TABLE {TABLE} (
-  analytics_id       VARCHAR(50)  NOT NULL,
-  element_id         VARCHAR(50)  NOT NULL,
-  access_type        ENUM('primer_request','direct_access','relationship_traversal',
-                          'search_result') NULL,
-  user_session_id    VARCHAR(100) NULL,
-  relevance_score    DECIMAL(3,2) NULL,
-  access_timestamp   DATETIME     NOT NULL,
-  processing_time_ms INT          NULL,
-  PRIMARY KEY (analytics_id, access_timestamp),
-  KEY idx_analytics_timestamp (access_timestamp),
-  KEY idx_analytics_element (element_id, access_timestamp)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4
-PARTITION BY RANGE (YEAR(access_timestamp) * 100 + MONTH(access_timestamp)) (
-  PARTITION p202507 VALUES LESS THAN (202508),
-  PARTITION p202508 VALUES LESS THAN (202509),
-  PARTITION p202509 VALUES LESS THAN (202510),
-  PARTITION p_future VALUES LESS THAN MAXVALUE
-)"""
+# The reference table, as sql/schema.sql (what `make test` and `make run` load) defines it.
+DDL = next(statement for statement in schema_statements() if TABLE in statement)
 # Rows spread over October 2025 .. January 2026: all in p_future before the run.
 FILL = f"""
 INSERT INTO {TABLE} (analytics_id, element_id, access_type, user_session_id,
