@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 
 from core.batch import Batch
@@ -33,7 +32,6 @@ def run_invalidation(
     deletes, so a warm that read the database before the change cannot write after it.
     `doomed` narrows the keys below what the batch's images affect (operator commands).
     """
-    started = time.perf_counter()
     index: ChangeIndex | None = None
     if not batch.flush:
         images = set(batch.images)
@@ -69,9 +67,7 @@ def run_invalidation(
     if result.unparseable:
         log.warning("deleted %d keys under %r that do not parse", result.unparseable, rt.keys.head)
     if not dry_run:
-        metrics.record_sweep(
-            rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started
-        )
+        metrics.record_sweep(rt.redis, rt.settings.state_prefix, result)
         warming.after_invalidation(rt, batch, index)
     return result
 
