@@ -146,10 +146,10 @@ def position_reached(position: dict[str, Any] | None, target: dict[str, Any]) ->
     if "gtid" in target and "gtid" in position:
         if ":" in str(target["gtid"]):
             return True  # a MySQL GTID set
-        have = _mariadb_seqs(str(position["gtid"]))
+        have = mariadb_gtids(str(position["gtid"]))
         return all(
-            have.get(domain, -1) >= seq
-            for domain, seq in _mariadb_seqs(str(target["gtid"])).items()
+            domain in have and _seq(have[domain]) >= _seq(gtid)
+            for domain, gtid in mariadb_gtids(str(target["gtid"])).items()
         )
     if "file" in target and "file" in position:
         return (str(position["file"]), int(position["pos"])) >= (
@@ -159,10 +159,13 @@ def position_reached(position: dict[str, Any] | None, target: dict[str, Any]) ->
     return True
 
 
-def _mariadb_seqs(gtids: str) -> dict[str, int]:
-    """'0-1-42,1-5-7' -> {'0': 42, '1': 7}"""
-    seqs = {}
-    for gtid in filter(None, (part.strip() for part in gtids.split(","))):
-        domain, _server, seq = gtid.split("-")
-        seqs[domain] = int(seq)
-    return seqs
+def mariadb_gtids(gtids: str) -> dict[str, str]:
+    """A MariaDB GTID position by domain: '0-1-42,1-5-7' -> {'0': '0-1-42', '1': '1-5-7'}"""
+    return {
+        gtid.split("-", 1)[0]: gtid
+        for gtid in filter(None, (part.strip() for part in gtids.split(",")))
+    }
+
+
+def _seq(gtid: str) -> int:
+    return int(gtid.rsplit("-", 1)[1])

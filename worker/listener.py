@@ -37,8 +37,7 @@ TRANSIENT = (
     redis.ConnectionError,
     redis.TimeoutError,
     BrokerError,
-    ConnectionError,
-    OSError,
+    OSError,  # ConnectionError and socket errors included
 )
 BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID the server lacks
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff

@@ -23,7 +23,7 @@ from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, Xi
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from config import Settings
-from worker.batcher import Transaction, TransactionBuilder
+from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
 from worker.server_check import ServerInfo
 
 log = logging.getLogger(__name__)
@@ -43,11 +43,9 @@ class Position:
         self.server = server
         self.file = start.get("file")
         self.pos = start.get("pos")
-        self.domains: dict[str, str] = {}  # MariaDB: domain id -> last complete GTID
         self.gtid_set = str(start.get("gtid", ""))
-        if server.is_mariadb:
-            for gtid in filter(None, (g.strip() for g in self.gtid_set.split(","))):
-                self.domains[gtid.split("-", 1)[0]] = gtid
+        # MariaDB: domain id -> last complete GTID
+        self.domains = mariadb_gtids(self.gtid_set) if server.is_mariadb else {}
         self.current: str | None = None
 
     def begin(self, gtid: str) -> None:
