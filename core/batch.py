@@ -22,7 +22,11 @@ class Batch:
     upto: str = ""  # the binlog position the batch ends at, for logs
     reason: str = ""
     transactions: int = 0
-    term: str = ""  # the publishing listener's leadership term, for backpressure
+    term: str = ""  # the publishing listener's leadership term
+    seq: int = 0  # the batch's number within its term (0: not the listener's, e.g. an operator's)
+    gtid: str = ""  # the GTID position after the batch ("" on file+position servers)
+    first_commit: float = 0.0  # binlog commit time (epoch s) of the batch's first transaction
+    last_commit: float = 0.0  # and of its last
     second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
 
     def __bool__(self) -> bool:
@@ -38,6 +42,10 @@ class Batch:
             "transactions": self.transactions,
             "second_pass": self.second_pass,
             "term": self.term,
+            "seq": self.seq,
+            "gtid": self.gtid,
+            "first_commit": self.first_commit,
+            "last_commit": self.last_commit,
         }
 
     @classmethod
@@ -51,6 +59,10 @@ class Batch:
             transactions=int(data.get("transactions", 0)),
             second_pass=bool(data.get("second_pass", False)),
             term=str(data.get("term", "")),
+            seq=int(data.get("seq", 0)),
+            gtid=str(data.get("gtid", "")),
+            first_commit=float(data.get("first_commit", 0.0)),
+            last_commit=float(data.get("last_commit", 0.0)),
         )
 
     @classmethod

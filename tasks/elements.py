@@ -8,8 +8,8 @@ import pymysql
 from pymysql.cursors import DictCursor
 
 from config import Settings
+from core.changes import element_image
 from core.predicate import ElementImage
-from worker.changes import element_image
 
 _IMAGE_COLUMNS = "c.chunk_id, c.realm_id, c.element_category, c.priority_score, c.enforcement_level"
 

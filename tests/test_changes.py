@@ -9,9 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.predicate import ElementImage
-from worker.batcher import BatchBuilder, TransactionBuilder, position_reached
-from worker.changes import (
+from core.changes import (
     CHUNKS,
     ELEMENTS,
     OddRowError,
@@ -19,6 +17,8 @@ from worker.changes import (
     row_change,
     visible_change,
 )
+from core.predicate import ElementImage
+from worker.batcher import BatchBuilder, TransactionBuilder, position_reached
 
 IGNORED = {"access_count", "last_accessed", "updated_at"}
 

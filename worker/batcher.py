@@ -12,8 +12,8 @@ from collections.abc import Set as AbstractSet
 from typing import Any, NamedTuple
 
 from core.batch import Batch
+from core.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 from core.predicate import ElementImage
-from worker.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class BatchBuilder:
         self.transactions = 0
         self.rows = 0
         self.position: dict[str, Any] | None = None
+        self.first_event_time = 0
         self.event_time = 0
 
     @property
@@ -113,6 +114,8 @@ class BatchBuilder:
         self.transactions += 1
         self.rows += txn.rows
         self.position = txn.position
+        if not self.first_event_time:
+            self.first_event_time = txn.event_time
         self.event_time = txn.event_time
 
     def take(self) -> tuple[Batch, dict[str, Any] | None, int]:
@@ -124,6 +127,9 @@ class BatchBuilder:
             reason=self.flush_reason,
             upto=position_text(self.position),
             transactions=self.transactions,
+            gtid=str((self.position or {}).get("gtid", "")),
+            first_commit=float(self.first_event_time),
+            last_commit=float(self.event_time),
         )
         position, event_time = self.position, self.event_time
         self._reset()
