@@ -57,7 +57,8 @@ class Settings:
     batch_max_changes: int = 5000
     batch_max_wait_ms: int = 20
     leader_ttl_ms: int = 10_000
-    max_in_flight: int = 2  # published batches not yet swept; 0 = no backpressure
+    max_in_flight: int = 2  # published batches not yet done; 0 = no backpressure
+    redeliver_after_s: int = 30  # a batch with no progress this long is published again
     metrics_port: int = 0  # the listener serves Prometheus metrics on 127.0.0.1:<port>; 0 = off
     # Celery queues are named <queue_prefix>.invalidate/.warm/.maintenance; sidecars (or test
     # runs) sharing one broker keep apart by using different prefixes.
@@ -236,6 +237,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("listener", "batch_max_wait_ms"): ("batch_max_wait_ms", _int(0, 10_000)),
     ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(1000, 600_000)),
     ("listener", "max_in_flight"): ("max_in_flight", _int(0, 1000)),
+    ("listener", "redeliver_after_s"): ("redeliver_after_s", _int(1, 86_400)),
     ("listener", "metrics_port"): ("metrics_port", _int(0, 65535)),
     ("celery", "queue_prefix"): ("queue_prefix", _identifier),
 }

@@ -1,22 +1,39 @@
-"""The invalidate task: one SCAN sweep per batch, deleting exactly the affected keys."""
+"""The invalidate task: one SCAN sweep per batch, deleting exactly the affected keys; and the
+task's side of the completion protocol (adapters.completion).
+
+A listener batch is done once every pass has run: with `cache.second_pass_ms` > 0 the first
+pass queues the delayed second pass and reports progress, and the second pass reports done;
+with 0 the first pass reports done. A batch that fails for anything but a connection fault
+(a bug, a value the code cannot handle) falls back to a flush of the primer prefix, logged
+at ERROR and counted, and is then done: never retried forever, never forgotten. Connection
+faults retry (with backoff) until the servers are back.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import Any
 
+from kombu.exceptions import OperationalError as BrokerError
+
+from adapters import stats
+from adapters.completion import Completion
 from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from tasks import metrics, warming
-from tasks.app import INVALIDATE_TASK, app
+from tasks.app import INVALIDATE_TASK, app, queue_name
 from tasks.elements import chunk_images
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, sweep
-from worker.flow import mark_completed
 
 log = logging.getLogger(__name__)
+
+# Retry the send of a second pass a little; past that the listener publishes the batch again.
+_SEND_RETRY = {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2}
 
 
 def run_invalidation(
@@ -68,8 +85,59 @@ def run_invalidation(
         log.warning("deleted %d keys under %r that do not parse", result.unparseable, rt.keys.head)
     if not dry_run:
         metrics.record_sweep(rt.redis, rt.settings.state_prefix, result)
-        warming.after_invalidation(rt, batch, index)
+        warming.after_invalidation(rt, index)
     return result
+
+
+def queue_second_pass(rt: Runtime, batch: Batch) -> bool:
+    """Queue the batch's delayed second pass (the guard against stale read-through fills);
+    True once the broker holds it."""
+    try:
+        app.send_task(
+            INVALIDATE_TASK,
+            args=[replace(batch, second_pass=True).to_json()],
+            queue=queue_name(rt.settings, "invalidate"),
+            countdown=rt.settings.second_pass_ms / 1000,
+            ignore_result=True,  # nobody waits for it: no result subscription per send
+            retry=True,
+            retry_policy=_SEND_RETRY,
+        )
+    except BrokerError as exc:
+        # Not done, so not reported: the listener publishes the batch again at its deadline.
+        log.error("could not queue the second pass of batch %s: %s", _name(batch), exc)
+        return False
+    return True
+
+
+def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> SweepResult:
+    """The batch cannot be processed: flush every primer key instead (safe side), loudly.
+    A connection fault during the flush propagates, and the task retries."""
+    reason = type(exc).__name__
+    log.error(
+        "invalidation of batch %s failed (%s: %s): FLUSHING every primer key instead",
+        _name(batch),
+        reason,
+        exc,
+        exc_info=exc,
+    )
+    flush = Batch(flush=True, reason=f"fallback after {reason}", upto=batch.upto)
+    result = run_invalidation(rt, flush)
+    stats.add(
+        rt.redis,
+        rt.settings.state_prefix,
+        fallback_flushes=1,
+        **{f"fallback_flushes:{reason}": 1},
+    )
+    return result
+
+
+def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
+    """After a pass ran: report the batch done, or its second pass queued (which then
+    completes it)."""
+    if batch.second_pass or rt.settings.second_pass_ms <= 0:
+        completion.done(batch)
+    elif queue_second_pass(rt, batch):
+        completion.progress(batch)
 
 
 @app.task(
@@ -78,16 +146,36 @@ def run_invalidation(
     **retry_on(*CONNECTION_ERRORS),
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
-def invalidate(batch: dict) -> dict:
-    rt, parsed = runtime(), Batch.from_json(batch)
-    retried = False
+def invalidate(payload: dict) -> dict:
+    rt = runtime()
+    completion = Completion(rt.redis, rt.settings.state_prefix)
+    batch = _identity(payload)
     try:
-        return run_invalidation(rt, parsed).to_json()
+        batch = Batch.from_json(payload)
+        if not batch.second_pass:
+            completion.progress(batch)  # started: its deadline runs from now
+        result = run_invalidation(rt, batch)
     except CONNECTION_ERRORS:
-        retried = True  # autoretry runs it again: it is not finished
-        raise
-    finally:
-        # Tell the publishing listener this batch is done (or failed for good), so its
-        # backpressure does not wait on it.
-        if parsed.term and not parsed.second_pass and not retried:
-            mark_completed(rt.redis, rt.settings.state_prefix, parsed.term)
+        raise  # autoretry, with backoff: not finished
+    except Exception as exc:
+        result = fallback_flush(rt, batch, exc)
+        completion.done(batch)
+        return result.to_json()
+    finish(rt, completion, batch)
+    return result.to_json()
+
+
+def _identity(payload: Any) -> Batch:
+    """What can be read of a payload's term, seq and position even when the rest is bad."""
+    if not isinstance(payload, Mapping):
+        return Batch()
+    try:
+        seq = int(payload.get("seq", 0))
+    except (TypeError, ValueError):
+        seq = 0
+    return Batch(term=str(payload.get("term", "")), seq=seq, upto=str(payload.get("upto", "")))
+
+
+def _name(batch: Batch) -> str:
+    where = f" up to {batch.upto}" if batch.upto else ""
+    return f"{batch.term or '-'}/{batch.seq}{where}"

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import redis
 
+from adapters.stats import stats_key
 from tasks.sweep import SweepResult
 
-
-def stats_key(state_prefix: str) -> str:
-    return f"{state_prefix}stats"
+__all__ = ["record_sweep", "stats_key"]
 
 
 def record_sweep(client: redis.Redis, state_prefix: str, result: SweepResult) -> None:

@@ -24,7 +24,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,11 +33,10 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from config import Settings
 from config.query import Query
-from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from core.response import build_response, encode
-from tasks.app import INVALIDATE_TASK, WARM_ALL_TASK, WARM_TASK, app, queue_name
+from tasks.app import WARM_ALL_TASK, WARM_TASK, app, queue_name
 from tasks.primer_query import fetch_rows
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
@@ -292,34 +291,26 @@ def _inflight_affected(rt: Runtime, index: ChangeIndex | None) -> set[str]:
     return keys
 
 
-def after_invalidation(rt: Runtime, batch: Batch, index: ChangeIndex | None) -> None:
-    """Re-warm the configured patterns the batch affected, and schedule the second pass."""
+def after_invalidation(rt: Runtime, index: ChangeIndex | None) -> None:
+    """Re-warm the configured patterns the batch affected (every one after a flush)."""
     settings = rt.settings
     for query in affected_patterns(settings, index):
         _send(WARM_TASK, [query.to_params()], queue_name(settings, "warm"))
-    if settings.second_pass_ms > 0 and not batch.second_pass:
-        _send(
-            INVALIDATE_TASK,
-            [replace(batch, second_pass=True).to_json()],
-            queue_name(settings, "invalidate"),
-            countdown=settings.second_pass_ms / 1000,
-        )
 
 
-def _send(name: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
+def _send(name: str, args: list[Any], queue: str) -> None:
     try:
         app.send_task(
             name,
             args=args,
             queue=queue,
-            countdown=countdown,
             ignore_result=True,  # nobody waits for it: no result subscription per send
             retry=True,
             retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
         )
     except BrokerError as exc:
-        # The sweep already made the cache correct; what is lost is warmth (or the second
-        # pass), so say so loudly rather than fail (and repeat) the invalidation.
+        # The sweep already made the cache correct; what is lost is warmth, so say so
+        # loudly rather than fail (and repeat) the invalidation.
         log.error("could not enqueue %s on %s: %s", name, queue, exc)
 
 

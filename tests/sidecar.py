@@ -4,6 +4,7 @@ a real Celery worker and a real listener (subprocesses), and a way to wait for t
 from __future__ import annotations
 
 import itertools
+import json
 import random
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from tests.services import (
     unique,
     wait_for,
 )
+from worker.batcher import position_reached
 
 _sync_ids = itertools.count(1)
 S = TypeVar("S", bound="Sidecar")
@@ -206,6 +208,22 @@ class Sidecar:
         for key in keys:
             pipe.exists(key)
         return {key for key, there in zip(keys, pipe.execute(), strict=True) if there}
+
+    def checkpoint(self) -> dict[str, Any] | None:
+        raw = self.redis.get(f"{self.state_prefix}checkpoint")
+        return json.loads(raw) if raw else None
+
+    def checkpointed(self, timeout: float = 30.0) -> None:
+        """Wait until the listener's checkpoint covers every commit made so far (a restart
+        then replays nothing); call after sync(), which makes the work done."""
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT @@gtid_binlog_pos")
+            (target,) = cur.fetchone()
+        wait_for(
+            lambda: position_reached(self.checkpoint(), {"gtid": target}),
+            timeout=timeout,
+            what=f"the checkpoint to reach GTID {target}",
+        )
 
     def sync(self, timeout: float = 30.0) -> ElementImage:
         """Wait until the pipeline has processed every commit made so far.

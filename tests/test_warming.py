@@ -28,6 +28,7 @@ from tests.warm_fixtures import (
 
 # isort: split
 # After warm_fixtures: tasks.app reads its settings from os.environ when imported.
+from tasks.invalidation import queue_second_pass
 from tasks.warming import after_invalidation, enqueue_warms, generation_key, warm_query
 
 SECURITY_REQUIRED = Query(("security",), enforcement_level="required")
@@ -130,19 +131,29 @@ def test_after_invalidation_warms_exactly_the_affected_patterns(
     # No worker: the messages stay in this environment's queues for us to read.
     with warm_env(services, mysql_params, redis_client, tmp_path, second_pass_ms=250) as env:
         image = ElementImage("process", None, "required")
-        batch = Batch.of([image], upto="0-1-42")
-        after_invalidation(env.rt, batch, ChangeIndex([image]))
+        after_invalidation(env.rt, ChangeIndex([image]))
         warms = env.messages("warm")
         assert [Query.from_params(m["args"][0]) for m in warms] == [SEED_WARM_PATTERNS[2]]
+        env.broker.delete(f"{env.tag}.warm")
+        after_invalidation(env.rt, None)
+        assert len(env.messages("warm")) == len(SEED_WARM_PATTERNS)  # a flush warms them all
+        assert env.messages("invalidate") == []  # the second pass is the invalidate task's
+
+
+def test_second_pass_is_queued_with_its_delay(
+    services: dict[str, str],
+    mysql_params: dict,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    with warm_env(services, mysql_params, redis_client, tmp_path, second_pass_ms=250) as env:
+        image = ElementImage("process", None, "required")
+        batch = Batch.of([image], upto="0-1-42", term="t", seq=3)
+        assert queue_second_pass(env.rt, batch)
         (second,) = env.messages("invalidate")
         assert second["eta"] and Batch.from_json(second["args"][0]) == Batch.of(
-            [image], upto="0-1-42", second_pass=True
+            [image], upto="0-1-42", term="t", seq=3, second_pass=True
         )
-        # the second pass itself schedules no third one
-        env.broker.delete(f"{env.tag}.warm", f"{env.tag}.invalidate")
-        after_invalidation(env.rt, Batch.from_json(second["args"][0]), None)
-        assert env.messages("invalidate") == []
-        assert len(env.messages("warm")) == len(SEED_WARM_PATTERNS)  # a flush warms them all
 
 
 # ---- the pipeline -----------------------------------------------------------------------------

@@ -1,7 +1,10 @@
-"""The listener loop: lead, stream the binlog, publish batches, checkpoint after each publish.
+"""The listener loop: lead, stream the binlog, publish batches, checkpoint behind completion.
 
-At-least-once: a checkpoint is written only after the broker accepted every batch up to it,
-so a crash replays (idempotent) invalidations and never skips one.
+At least once, end to end, whatever the broker does: each stream is a term with a ledger of
+the batches it published (worker.ledger); the checkpoint is the position just before the
+oldest batch the tasks have not reported done (adapters.completion), and a batch with no
+progress for `listener.redeliver_after_s` is published again. A crash, a reconnect or a new
+leader replays from the checkpoint with a fresh term (tasks are idempotent).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import queue
 import signal
 import threading
 import time
-from dataclasses import replace
 from typing import Any
 
 import pymysql
@@ -19,12 +21,14 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
+from adapters import stats
+from adapters.completion import Completion
 from config import Settings
 from core.batch import Batch
 from worker import metrics
 from worker.batcher import BatchBuilder, Transaction, position_reached, position_text
-from worker.flow import InFlight
 from worker.leader import Leadership, LeadershipLost
+from worker.ledger import Entry, Ledger
 from worker.publisher import Publisher
 from worker.server_check import ServerInfo, check_server, current_position
 from worker.stream import BinlogReader
@@ -41,7 +45,8 @@ TRANSIENT = (
 )
 BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID the server lacks
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
-IDLE_CHECKPOINT_EVERY = 1.0
+CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
+POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
 CATCH_UP_WINDOW = 1.0  # how long a batch may grow while catching up on a backlog
 
 
@@ -59,6 +64,7 @@ class Listener:
         self.leadership = Leadership(self.redis, settings.state_prefix, settings.leader_ttl_ms)
         self.publisher = publisher or Publisher()
         self.stopping = threading.Event()
+        self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
 
     # ---- process lifetime -------------------------------------------------------------
 
@@ -144,22 +150,29 @@ class Listener:
         try:
             server = check_server(conn)
             checkpoint = self.leadership.load_checkpoint()
-            if checkpoint is None:
-                # The flush re-warms every pattern once it has swept.
-                checkpoint = self._cold_start(conn, server, "no checkpoint (first start or lost)")
-            elif self.settings.warm_patterns:
-                self.publisher.warm_all()
+            cold_start = current_position(conn, server) if checkpoint is None else None
             backlog_end = current_position(conn, server)
         finally:
             conn.close()
         self.publisher.connect()
-        log.info("%s: streaming from %s", self.name, position_text(checkpoint))
+        self._terms += 1
+        term = f"{self.leadership.token}.{self._terms}"
+        if cold_start is None:
+            assert checkpoint is not None
+            ledger = self._ledger(term, checkpoint, int(checkpoint.get("event_time") or 0))
+            if self.settings.warm_patterns:
+                self.publisher.warm_all()
+        else:
+            # The flush re-warms every pattern once it has swept.
+            checkpoint = {**cold_start, "event_time": 0}
+            ledger = self._cold_start(term, cold_start, "no checkpoint (first start or lost)")
+        log.info("%s: streaming from %s (term %s)", self.name, position_text(checkpoint), term)
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
         reader = BinlogReader(self.settings, server, checkpoint, events)
         reader.start()
         started = time.monotonic()
         try:
-            self._consume(events, backlog_end)
+            self._consume(events, backlog_end, ledger)
         except (*TRANSIENT, ReaderError) as exc:
             if isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (BINLOG_GONE,):
                 log.error(
@@ -179,37 +192,45 @@ class Listener:
         finally:
             reader.stop()
 
-    def _cold_start(self, conn: pymysql.Connection, server: ServerInfo, why: str) -> dict[str, Any]:
-        position = current_position(conn, server)
+    def _ledger(self, term: str, start: dict[str, Any] | None, event_time: int) -> Ledger:
+        s = self.settings
+        return Ledger(
+            term, start, event_time, limit=s.max_in_flight, redeliver_after=s.redeliver_after_s
+        )
+
+    def _cold_start(self, term: str, position: dict[str, Any], why: str) -> Ledger:
+        """Flush every primer key, as batch 1 of the term. No checkpoint is written until
+        that flush is done: a restart before then finds none and flushes again."""
         log.warning(
             "%s: COLD START (%s): flushing every primer key and starting at %s",
             self.name,
             why,
             position_text(position),
         )
-        self.publisher.invalidate(
-            Batch(flush=True, reason=f"cold start: {why}", upto=position_text(position))
-        )
-        checkpoint = {**position, "event_time": 0, "saved_at": time.time()}
-        self.leadership.save_checkpoint(checkpoint)
-        return checkpoint
+        ledger = self._ledger(term, None, 0)
+        flush = Batch(flush=True, reason=f"cold start: {why}", upto=position_text(position))
+        self.publisher.invalidate(ledger.publish(flush, time.monotonic()))
+        ledger.advance(position, 0)
+        return ledger
 
     def _consume(
-        self, events: queue.Queue[Transaction | BaseException], backlog_end: dict[str, Any]
+        self,
+        events: queue.Queue[Transaction | BaseException],
+        backlog_end: dict[str, Any],
+        ledger: Ledger,
     ) -> None:
         s = self.settings
         builder = BatchBuilder()
-        flow = InFlight(self.redis, s.state_prefix, self.leadership.token, s.max_in_flight)
+        tracker = _Tracker(self, ledger)
         # While the backlog written before this start is read, latency is spent already:
         # fewer, larger batches (each one sweep) catch up faster.
         window = CATCH_UP_WINDOW
         started_at = 0.0  # when the waiting batch got its first transaction
         published_at = 0.0
-        saved_at = time.monotonic()
         while not self.stopping.is_set():
             self.leadership.renew_if_due()
             try:
-                item = events.get(timeout=self._wait(builder))
+                item = events.get(timeout=self._wait(builder, ledger))
             except queue.Empty:
                 item = None
             if isinstance(item, BaseException):
@@ -223,6 +244,7 @@ class Listener:
                 if not builder.complete:
                     started_at = now
                 builder.add(item)
+            tracker.poll(now)
             if not builder.complete:
                 continue
             readable = not events.empty()
@@ -241,31 +263,86 @@ class Listener:
             ):
                 continue
             # While the workers are behind, the batch goes on growing (its images are a set).
-            if builder.has_work and flow.full():
+            if builder.has_work and ledger.full:
                 continue
             metrics.TRANSACTIONS.inc(builder.transactions)
             batch, position, event_time = builder.take()
             assert position is not None
             if batch:
-                self.publisher.invalidate(replace(batch, term=self.leadership.token))
-                flow.sent()
+                sent = ledger.publish(batch, now)
+                self.publisher.invalidate(sent)
                 metrics.BATCHES.inc()
                 published_at = now
                 log.debug(
-                    "published %d images of %d transactions up to %s",
-                    len(batch.images),
-                    batch.transactions,
-                    batch.upto,
+                    "published batch %s/%d: %d images of %d transactions up to %s",
+                    sent.term,
+                    sent.seq,
+                    len(sent.images),
+                    sent.transactions,
+                    sent.upto,
                 )
-            elif now - saved_at < IDLE_CHECKPOINT_EVERY:
-                continue  # nothing published: the checkpoint can wait a little
-            self.leadership.save_checkpoint(
-                {**position, "event_time": event_time, "saved_at": time.time()}
-            )
-            saved_at = now
-            metrics.LAST_EVENT.set(event_time)
+            ledger.advance(position, event_time)
+        tracker.save_checkpoint(time.monotonic(), force=True)
 
-    def _wait(self, builder: BatchBuilder) -> float:
+    def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
         """How long to wait for the next transaction: while transactions wait to be published,
-        only a few ms (their batch may come due); otherwise until the lock needs renewing."""
-        return 0.002 if builder.complete else self.leadership.renew_interval / 2
+        only a few ms (their batch may come due); while batches are not done, until the next
+        look at their state; otherwise until the lock needs renewing."""
+        if builder.complete:
+            return 0.002
+        if len(ledger):
+            return POLL_EVERY
+        return self.leadership.renew_interval / 2
+
+
+class _Tracker:
+    """The leader's side of the completion protocol for one term: reads what the tasks
+    reported, publishes overdue batches again, and moves the checkpoint."""
+
+    def __init__(self, listener: Listener, ledger: Ledger) -> None:
+        self.listener = listener
+        self.ledger = ledger
+        self.completion = Completion(listener.redis, listener.settings.state_prefix)
+        self.polled_at = 0.0
+        self.saved_at = 0.0
+        self.saved: dict[str, Any] | None = None
+
+    def poll(self, now: float) -> None:
+        ledger = self.ledger
+        finished = []
+        if len(ledger) and now - self.polled_at >= POLL_EVERY:
+            self.polled_at = now
+            finished = ledger.update(self.completion.states(ledger.term, list(ledger.entries)), now)
+            for entry in ledger.overdue(now):
+                self._redeliver(entry)
+        # Work done moves the checkpoint at once; transactions that held nothing to publish
+        # (read noise) move it at most every CHECKPOINT_EVERY.
+        self.save_checkpoint(now, force=bool(finished))
+
+    def _redeliver(self, entry: Entry) -> None:
+        batch = entry.batch
+        log.warning(
+            "%s: batch %s/%d up to %s not done %.0f s after its last progress: "
+            "publishing it again (delivery %d)",
+            self.listener.name,
+            batch.term,
+            batch.seq,
+            batch.upto or "-",
+            self.ledger.redeliver_after,
+            entry.deliveries,
+        )
+        self.listener.publisher.invalidate(batch)
+        metrics.REDELIVERIES.inc()
+        stats.add(self.listener.redis, self.listener.settings.state_prefix, redeliveries=1)
+
+    def save_checkpoint(self, now: float, *, force: bool = False) -> None:
+        position, event_time = self.ledger.checkpoint()
+        if position is None or position == self.saved:
+            return  # nothing may be saved yet (cold-start flush not done), or nothing new
+        if not force and now - self.saved_at < CHECKPOINT_EVERY:
+            return
+        self.listener.leadership.save_checkpoint(
+            {**position, "event_time": event_time, "saved_at": time.time()}
+        )
+        self.saved, self.saved_at = position, now
+        metrics.LAST_EVENT.set(event_time)

@@ -11,6 +11,10 @@ LAST_EVENT = Gauge(
 )
 TRANSACTIONS = Counter("primer_cache_listener_transactions_total", "Transactions read")
 BATCHES = Counter("primer_cache_listener_batches_published_total", "Invalidation batches published")
+REDELIVERIES = Counter(
+    "primer_cache_listener_redeliveries_total",
+    "Batches published again after redeliver_after_s without progress",
+)
 RESTARTS = Counter("primer_cache_listener_restarts_total", "Stream restarts after a fault")
 
 

@@ -1,29 +1,11 @@
-"""Backpressure bookkeeping and the fenced checkpoint, against the real Redis."""
+"""The leader lock and the checkpoint it fences, against the real Redis."""
 
 from __future__ import annotations
 
 import redis
 
 from tests.services import delete_prefix, unique
-from worker.flow import InFlight, mark_completed
 from worker.leader import Leadership, LeadershipLost
-
-
-def test_in_flight_counts_published_minus_completed(redis_client: redis.Redis) -> None:
-    prefix = unique("flow") + ":"
-    try:
-        flow = InFlight(redis_client, prefix, "term-a", limit=2)
-        assert not flow.full()
-        flow.sent()
-        assert not flow.full()
-        flow.sent()
-        assert flow.full()
-        mark_completed(redis_client, prefix, "term-b")  # another listener's batch
-        assert flow.full()
-        mark_completed(redis_client, prefix, "term-a")
-        assert not flow.full()
-    finally:
-        delete_prefix(redis_client, prefix)
 
 
 def test_checkpoint_is_fenced_by_the_leader_lock(redis_client: redis.Redis) -> None:

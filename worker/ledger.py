@@ -1,0 +1,104 @@
+"""The leader's ledger of the batches it published in its current term and that are not done.
+
+Pure bookkeeping (no I/O): the listener feeds it what it published and what the tasks
+reported (adapters.completion), and asks it three things:
+
+- where it may checkpoint: the position just before the oldest batch not done (or, when
+  every batch is done, the end of what it has read), so a restart replays every batch that
+  may not have run;
+- which batches are overdue: no progress for `redeliver_after` seconds since they were
+  (re)published or last reported progress; the listener publishes them again;
+- whether it is full: `limit` batches not done (backpressure; 0 = never full).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from adapters.completion import BatchState
+from core.batch import Batch
+
+Position = dict[str, Any]
+
+
+@dataclass
+class Entry:
+    batch: Batch  # with its term and seq
+    start: Position | None  # the checkpoint just before the batch; None: no checkpoint at all
+    start_event_time: int  # the binlog time of that checkpoint
+    due: float  # when it is overdue (monotonic seconds)
+    progress: int = 0  # the last progress count seen
+    deliveries: int = 1
+
+
+class Ledger:
+    def __init__(
+        self,
+        term: str,
+        start: Position | None,
+        start_event_time: int,
+        *,
+        limit: int,
+        redeliver_after: float,
+    ) -> None:
+        self.term = term
+        self.limit = limit
+        self.redeliver_after = redeliver_after
+        self.entries: dict[int, Entry] = {}  # by seq, oldest first
+        self._next_seq = 1
+        # The end of what has been read and handed on: the checkpoint once all is done.
+        self.read_to: Position | None = start
+        self.read_to_event_time = start_event_time
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def full(self) -> bool:
+        return 0 < self.limit <= len(self.entries)
+
+    def publish(self, batch: Batch, now: float) -> Batch:
+        """Record `batch` (covering what was read since the last one) as published; return it
+        with its term and seq, as it must go on the wire."""
+        numbered = replace(batch, term=self.term, seq=self._next_seq)
+        self._next_seq += 1
+        self.entries[numbered.seq] = Entry(
+            numbered, self.read_to, self.read_to_event_time, now + self.redeliver_after
+        )
+        return numbered
+
+    def advance(self, position: Position, event_time: int) -> None:
+        """Everything up to `position` has been read and published (or held nothing)."""
+        self.read_to, self.read_to_event_time = position, event_time
+
+    def update(self, states: Mapping[int, BatchState], now: float) -> list[Entry]:
+        """Apply the tasks' reports: drop the batches done, postpone those that progressed.
+        Returns the entries that were done."""
+        finished = []
+        for seq, state in states.items():
+            entry = self.entries.get(seq)
+            if entry is None:
+                continue
+            if state.done:
+                finished.append(self.entries.pop(seq))
+            elif state.progress != entry.progress:
+                entry.progress = state.progress
+                entry.due = now + self.redeliver_after
+        return finished
+
+    def overdue(self, now: float) -> list[Entry]:
+        """The batches to publish again now; each is due again `redeliver_after` later."""
+        late = [entry for entry in self.entries.values() if entry.due <= now]
+        for entry in late:
+            entry.due = now + self.redeliver_after
+            entry.deliveries += 1
+        return late
+
+    def checkpoint(self) -> tuple[Position | None, int]:
+        """Where a restart may resume: just before the oldest batch not done. None: nowhere
+        yet (the oldest batch not done is the cold-start flush, which has no position before)."""
+        for entry in self.entries.values():
+            return entry.start, entry.start_event_time
+        return self.read_to, self.read_to_event_time
