@@ -23,7 +23,9 @@ def run(args: argparse.Namespace) -> int:
     from worker.metrics import serve
     from worker.server_check import ServerSettingsError
 
-    serve(settings.metrics_port)
+    # A loop that has not turned for three lock TTLs (at least 30 s) is stuck or reconnecting.
+    stall_s = max(30.0, 3 * settings.leader_ttl_ms / 1000)
+    serve(settings.metrics_port, settings.max_lag_s, stall_s, settings.metrics_addr)
     listener = Listener(settings)
     listener.install_signal_handlers()
     _warn_if_broker_evicts(settings)

@@ -59,7 +59,12 @@ class Settings:
     leader_ttl_ms: int = 10_000
     max_in_flight: int = 2  # published batches not yet done; 0 = no backpressure
     redeliver_after_s: int = 30  # a batch with no progress this long is published again
-    metrics_port: int = 0  # the listener serves Prometheus metrics on 127.0.0.1:<port>; 0 = off
+    metrics_port: int = 0  # the listener serves /metrics and /healthz on <port>; 0 = off
+    worker_metrics_port: int = 0  # the Celery worker's main process does; 0 = off
+    metrics_addr: str = "127.0.0.1"  # the address both bind (0.0.0.0 for Kubernetes probes)
+    max_lag_s: int = 60  # unhealthy above this binlog lag (status, the listener's /healthz)
+    check_sample: int = 0  # beat checks this many random cached keys per run; 0 = off
+    check_every_s: int = 300  # how often beat runs that check
     # Celery queues are named <queue_prefix>.invalidate/.warm/.maintenance; sidecars (or test
     # runs) sharing one broker keep apart by using different prefixes.
     queue_prefix: str = "primer"
@@ -96,6 +101,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     for name, attr, top in (
         ("PRIMER_SERVER_ID", "server_id", 2**32 - 1),
         ("PRIMER_METRICS_PORT", "metrics_port", 65535),
+        ("PRIMER_WORKER_METRICS_PORT", "worker_metrics_port", 65535),
     ):
         text = env.get(name)
         if text is None:
@@ -104,6 +110,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             values[attr] = int(text)
         else:
             problems.append(f"{name} {text!r} is not an integer in 1..{top}")
+
+    addr = env.get("PRIMER_METRICS_ADDR")
+    if addr is not None:
+        values["metrics_addr"] = _address("PRIMER_METRICS_ADDR", addr, problems)
 
     if problems or mysql is None:
         raise ConfigError(problems)
@@ -116,6 +126,14 @@ def _default_server_id() -> int:
     # Stable per host so a restarted listener keeps its id; replicas on one host must
     # set PRIMER_SERVER_ID (two binlog streams with one server_id fail with error 4052).
     return 1000 + zlib.crc32(socket.gethostname().encode()) % 1_000_000
+
+
+def _address(name: str, text: str, problems: list[str]) -> str:
+    try:
+        socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    except OSError:
+        problems.append(f"{name} {text!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)")
+    return text
 
 
 def _next_db(redis_url: str) -> str:
@@ -240,6 +258,9 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("listener", "redeliver_after_s"): ("redeliver_after_s", _int(1, 86_400)),
     ("listener", "metrics_port"): ("metrics_port", _int(0, 65535)),
     ("celery", "queue_prefix"): ("queue_prefix", _identifier),
+    ("status", "max_lag_s"): ("max_lag_s", _int(1, 86400)),
+    ("check", "sample"): ("check_sample", _int(0, 1_000_000)),
+    ("check", "every_s"): ("check_every_s", _int(10, 86400)),
 }
 _PARTITION_FIELDS: dict[str, Check] = {
     "table": _identifier,
@@ -267,7 +288,7 @@ def _read_toml(path: str, problems: list[str]) -> dict[str, Any]:
 def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     """Map a parsed TOML document onto Settings fields, appending every problem found."""
     values: dict[str, Any] = {}
-    sections = {"cache", "warm", "tables", "listener", "partitions", "celery"}
+    sections = {"cache", "warm", "tables", "listener", "partitions", "celery", "status", "check"}
     for section, body in doc.items():
         if section not in sections:
             problems.append(f"unknown section [{section}] (known: {', '.join(sorted(sections))})")

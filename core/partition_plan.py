@@ -69,12 +69,34 @@ class Month:
     def __str__(self) -> str:
         return f"{self.year:04d}-{self.month:02d}"
 
+    @classmethod
+    def parse(cls, text: str) -> Month:
+        """'2026-03' (as str() writes it) -> Month(2026, 3); ValueError on anything else."""
+        year, sep, month = text.partition("-")
+        if not sep or not year.isdigit() or not month.isdigit():
+            raise ValueError(f"not a month (YYYY-MM): {text!r}")
+        return cls(int(year), int(month))
+
+    @property
+    def index(self) -> int:
+        """Months since year 0: differences of two are month counts."""
+        return self.year * 12 + self.month - 1
+
 
 def current_month(now: datetime) -> Month:
     """The UTC month of `now` (a naive `now` is taken to be UTC already)."""
     if now.tzinfo is not None:
         now = now.astimezone(UTC)
     return Month.of(now)
+
+
+def headroom_months(through: Month | None, now: datetime) -> int:
+    """How many months after the current one have their own partition when every month
+    through `through` has (negative: even the current month has none; None: no partition)."""
+    current = current_month(now)
+    if through is None:
+        return -1
+    return through.index - current.index
 
 
 # ---- the forms ----------------------------------------------------------------------------------

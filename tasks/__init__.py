@@ -1,6 +1,11 @@
 """Celery app and tasks: `celery -A tasks worker` / `celery -A tasks beat`."""
 
-from tasks import invalidation, partitions, warming  # noqa: F401  (registers the tasks)
-from tasks.app import app
+from tasks import multiprocess
+
+# Before anything imports prometheus_client: a worker's pool children must record into files.
+multiprocess.prepare()
+
+from tasks import consistency, invalidation, partitions, warming  # noqa: E402, F401  (registers the tasks)
+from tasks.app import app  # noqa: E402
 
 __all__ = ["app"]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_init
+from celery.signals import worker_init, worker_process_shutdown
 from kombu import Queue
 
 from config import ConfigError, Settings, load_settings
@@ -17,6 +18,7 @@ INVALIDATE_TASK = "primer_cache.invalidate"
 WARM_TASK = "primer_cache.warm"
 WARM_ALL_TASK = "primer_cache.warm_all"
 ENSURE_PARTITIONS_TASK = "primer_cache.ensure_partitions"
+CHECK_TASK = "primer_cache.check_sample"
 
 
 def _settings() -> Settings:
@@ -60,6 +62,7 @@ app.conf.update(
         WARM_TASK: {"queue": WARM_QUEUE},
         WARM_ALL_TASK: {"queue": WARM_QUEUE},
         ENSURE_PARTITIONS_TASK: {"queue": MAINTENANCE_QUEUE},
+        CHECK_TASK: {"queue": MAINTENANCE_QUEUE},
     },
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
@@ -77,6 +80,13 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=7, hour=settings.partitions.schedule_hour),
     },
 }
+if settings.check_sample:
+    # The continuous consistency check (off by default): a random sample of cached keys.
+    app.conf.beat_schedule["check-sample"] = {
+        "task": CHECK_TASK,
+        "schedule": float(settings.check_every_s),
+        "options": {"queue": MAINTENANCE_QUEUE},
+    }
 
 
 @worker_init.connect
@@ -86,3 +96,19 @@ def _warn_if_broker_evicts(**_: object) -> None:
     warning = broker_eviction_warning(settings)
     if warning:
         logging.getLogger("primer_cache").warning(warning)
+
+
+@worker_init.connect
+def _serve_metrics(**_: object) -> None:
+    # The main process, before the pool forks: it serves what every child records.
+    if settings.worker_metrics_port:
+        from tasks import metrics
+
+        metrics.serve(settings.worker_metrics_port, settings.redis_url, settings.metrics_addr)
+
+
+@worker_process_shutdown.connect
+def _child_ended(pid: int | None = None, **_: object) -> None:
+    from tasks import metrics
+
+    metrics.mark_process_dead(pid or os.getpid())

@@ -12,6 +12,7 @@ faults retry (with backoff) until the servers are back.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -59,8 +60,11 @@ def run_invalidation(
             return SweepResult()
     if not dry_run:
         warming.before_delete(rt, index)
+    started = time.perf_counter()
     if index is None:
         result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
+        if not dry_run:
+            metrics.FALLBACK_FLUSHES.labels(metrics.flush_reason(batch.reason)).inc()
         log.warning(
             "%s %d primer keys under %r (%s) up to %s",
             "WOULD FLUSH" if dry_run else "FLUSHED",
@@ -84,7 +88,9 @@ def run_invalidation(
     if result.unparseable:
         log.warning("deleted %d keys under %r that do not parse", result.unparseable, rt.keys.head)
     if not dry_run:
-        metrics.record_sweep(rt.redis, rt.settings.state_prefix, result)
+        metrics.record_sweep(
+            rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started
+        )
         warming.after_invalidation(rt, index)
     return result
 
@@ -136,6 +142,7 @@ def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
     completes it)."""
     if batch.second_pass or rt.settings.second_pass_ms <= 0:
         completion.done(batch)
+        metrics.record_end_to_end(batch.first_commit)
     elif queue_second_pass(rt, batch):
         completion.progress(batch)
 
@@ -160,6 +167,7 @@ def invalidate(payload: dict) -> dict:
     except Exception as exc:
         result = fallback_flush(rt, batch, exc)
         completion.done(batch)
+        metrics.record_end_to_end(batch.first_commit)
         return result.to_json()
     finish(rt, completion, batch)
     return result.to_json()

@@ -34,14 +34,17 @@ from tenacity import (
 from config import MySQLSettings, PartitionSettings, Settings
 from core.partition_plan import (
     Layout,
+    Month,
     PartitionError,
     Partitioning,
     PartitionRow,
     Plan,
     describe,
+    headroom_months,
     plan,
     understand,
 )
+from tasks import metrics
 from tasks.app import ENSURE_PARTITIONS_TASK, app, settings
 
 log = logging.getLogger(__name__)
@@ -452,6 +455,12 @@ def ensure_partitions_task(
     months_ahead: int | None = None, retain_months: int | None = None, dry_run: bool = False
 ) -> dict[str, Any]:
     """Celery entry point: the configured table; returns `Result.to_json()`."""
-    return ensure_from_settings(
+    result = ensure_from_settings(
         settings, months_ahead=months_ahead, retain_months=retain_months, dry_run=dry_run
-    ).to_json()
+    )
+    if not dry_run and not result.skipped and result.through:
+        now = datetime.now(UTC)
+        headroom = headroom_months(Month.parse(result.through), now)
+        metrics.PARTITIONS_HEADROOM.labels(result.table).set(headroom)
+        metrics.PARTITIONS_LAST_SUCCESS.set(now.timestamp())
+    return result.to_json()

@@ -36,6 +36,7 @@ from config.query import Query
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from core.response import build_response, encode
+from tasks import metrics
 from tasks.app import WARM_ALL_TASK, WARM_TASK, app, queue_name
 from tasks.primer_query import fetch_rows
 from tasks.retry import CONNECTION_ERRORS, retry_on
@@ -148,7 +149,15 @@ class WarmResult:
         }
 
 
-def warm_query(
+def warm_query(*args: Any, **kwargs: Any) -> WarmResult:
+    """Warm one key in this process (see `_warm_query`), counted in the worker's metrics."""
+    result = _warm_query(*args, **kwargs)
+    metrics.WARMS.labels(result.status).inc()
+    metrics.WARM_SECONDS.observe(result.ms / 1000)
+    return result
+
+
+def _warm_query(
     rt: Runtime,
     query: Query,
     *,
@@ -196,6 +205,7 @@ def warm_query(
                 written = client.set(key, value, ex=rt.settings.ttl_seconds)
             if not written:
                 aborts += 1
+                metrics.GUARD_REFUSALS.inc()
                 log.info(
                     "warm of %s aborted (run %d): generation %s moved to %s before the write",
                     key,

@@ -82,8 +82,15 @@ class Sidecar:
 
     # ---- processes ----------------------------------------------------------------------
 
-    def start_worker(self, concurrency: int = 1) -> Process:
+    def start_worker(
+        self, concurrency: int = 1, metrics_port: int = 0, extra: tuple[str, ...] = ()
+    ) -> Process:
         queues = ",".join(f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance"))
+        env = (
+            {**self.env, "PRIMER_WORKER_METRICS_PORT": str(metrics_port)}
+            if metrics_port
+            else self.env
+        )
         # Pipeline tests use one process: tasks then run in publish order, so a later
         # sentinel proves that earlier work is done.
         worker = self._start(
@@ -103,8 +110,9 @@ class Sidecar:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
+                *extra,
             ],
-            self.env,
+            env,
             "worker",
             ready="ready",
         )

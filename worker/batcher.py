@@ -1,5 +1,5 @@
 """Row changes to transactions (in the reader thread), transactions to batches (in the
-listener loop). Pure: no I/O.
+listener loop). No I/O: only in-memory counters of the rows seen.
 
 A batch is only ever cut at a transaction boundary, where its checkpoint lies.
 """
@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from core.batch import Batch
 from core.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 from core.predicate import ElementImage
+from worker import metrics
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,7 @@ class TransactionBuilder:
     def __init__(self, chunks_table: str, elements_table: str, ignored: Iterable[str]) -> None:
         self.roles = {chunks_table: CHUNKS, elements_table: ELEMENTS}
         self.ignored = frozenset(ignored)
+        self.counts = metrics.RowCounts()
         self._reset()
 
     def _reset(self) -> None:
@@ -49,6 +51,8 @@ class TransactionBuilder:
         try:
             change = row_change(self.roles[table], before, after, self.ignored)
         except OddRowError as exc:
+            self.counts.add(table, metrics.operation(before, after), True)
+            metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_ODD_ROW).inc()
             # Nothing lost: a row we cannot read flushes the whole cache (safe side).
             log.error(
                 "odd row in %s (%s): flushing every primer key; row %r -> %r",
@@ -59,12 +63,14 @@ class TransactionBuilder:
             )
             self._flush = f"unreadable row in {table}: {exc}"
             return
+        self.counts.add(table, metrics.operation(before, after), bool(change))
         if change:
             self._images.update(change.images)
             self._refs.update(change.chunk_refs)
 
     def ddl(self, schema: str, query: str) -> None:
         log.warning("DDL on a watched table (%s): %s", schema, query[:200])
+        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_DDL).inc()
         self._flush = f"DDL: {query[:120]}"
 
     def end(self, position: dict[str, Any], event_time: int) -> Transaction:
@@ -78,6 +84,7 @@ class TransactionBuilder:
             self._rows,
         )
         self._reset()
+        self.counts.flush()
         return txn
 
 

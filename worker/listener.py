@@ -65,6 +65,8 @@ class Listener:
         self.publisher = publisher or Publisher()
         self.stopping = threading.Event()
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
+        # Why the next cold start flushes (a lost checkpoint, or one that cannot be resumed).
+        self._cold_start_kind = metrics.FLUSH_COLD_START
 
     # ---- process lifetime -------------------------------------------------------------
 
@@ -126,17 +128,18 @@ class Listener:
     def _lead_once(self) -> None:
         if not self._wait_for_leadership():
             return
-        metrics.IS_LEADER.set(1)
+        metrics.FRESHNESS.lead(True)
         try:
             self._stream()
         except LeadershipLost as exc:
             log.warning("%s: %s; standing by", self.name, exc)
         finally:
-            metrics.IS_LEADER.set(0)
+            metrics.FRESHNESS.lead(False)
 
     def _wait_for_leadership(self) -> bool:
         announced = False
         while not self.stopping.is_set():
+            metrics.FRESHNESS.tick()
             if self.leadership.try_acquire():
                 return True
             if not announced:
@@ -160,6 +163,7 @@ class Listener:
         if cold_start is None:
             assert checkpoint is not None
             ledger = self._ledger(term, checkpoint, int(checkpoint.get("event_time") or 0))
+            metrics.FRESHNESS.took(float(checkpoint.get("event_time") or 0))
             if self.settings.warm_patterns:
                 self.publisher.warm_all()
         else:
@@ -183,6 +187,7 @@ class Listener:
                     exc.args[-1],
                 )
                 self.leadership.clear_checkpoint()
+                self._cold_start_kind = metrics.FLUSH_UNRESUMABLE
                 return
             if time.monotonic() - started > HEALTHY_AFTER:
                 # A stream that ran well: reconnect at once, with the backoff reset.
@@ -210,6 +215,8 @@ class Listener:
         ledger = self._ledger(term, None, 0)
         flush = Batch(flush=True, reason=f"cold start: {why}", upto=position_text(position))
         self.publisher.invalidate(ledger.publish(flush, time.monotonic()))
+        metrics.FALLBACK_FLUSHES.labels(self._cold_start_kind).inc()
+        self._cold_start_kind = metrics.FLUSH_COLD_START
         ledger.advance(position, 0)
         return ledger
 
@@ -227,12 +234,17 @@ class Listener:
         window = CATCH_UP_WINDOW
         started_at = 0.0  # when the waiting batch got its first transaction
         published_at = 0.0
+        freshness = metrics.FRESHNESS
         while not self.stopping.is_set():
+            freshness.tick()
+            freshness.outstanding = bool(len(ledger))
             self.leadership.renew_if_due()
             try:
                 item = events.get(timeout=self._wait(builder, ledger))
             except queue.Empty:
                 item = None
+                if not builder.complete:
+                    freshness.idle()  # nothing readable, nothing waiting: caught up
             if isinstance(item, BaseException):
                 if isinstance(item, TRANSIENT):
                     raise item
@@ -244,6 +256,7 @@ class Listener:
                 if not builder.complete:
                     started_at = now
                 builder.add(item)
+                freshness.took(item.event_time)
             tracker.poll(now)
             if not builder.complete:
                 continue
@@ -272,6 +285,7 @@ class Listener:
                 sent = ledger.publish(batch, now)
                 self.publisher.invalidate(sent)
                 metrics.BATCHES.inc()
+                metrics.BATCH_TRANSACTIONS.observe(sent.transactions)
                 published_at = now
                 log.debug(
                     "published batch %s/%d: %d images of %d transactions up to %s",
@@ -282,6 +296,8 @@ class Listener:
                     sent.upto,
                 )
             ledger.advance(position, event_time)
+            if events.empty():
+                freshness.idle()  # everything read so far is published (or held nothing)
         tracker.save_checkpoint(time.monotonic(), force=True)
 
     def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
@@ -345,4 +361,4 @@ class _Tracker:
             {**position, "event_time": event_time, "saved_at": time.time()}
         )
         self.saved, self.saved_at = position, now
-        metrics.LAST_EVENT.set(event_time)
+        metrics.FRESHNESS.checkpointed(event_time)

@@ -1,23 +1,210 @@
-"""The listener's Prometheus metrics, served on `listener.metrics_port` when it is set."""
+"""The listener's Prometheus metrics and health, served on PRIMER_METRICS_PORT
+(`listener.metrics_port`) when it is set: `/metrics` and `/healthz`.
+
+Its own registry, not prometheus-client's global one: the listener imports the tasks package
+(to publish), and the worker's metrics must not show up here as zeros.
+
+Lag is now minus the binlog commit time of the last transaction the listener has taken from
+the stream, and 0 once it is caught up: the reader's queue is empty and no transaction waits
+to be published (the reader blocks on the socket only when the server has nothing more to
+send). MariaDB's binlog timestamps are whole seconds (the statement's start), so a fresh
+event already reads up to 1 s old.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+import threading
+import time
 
-IS_LEADER = Gauge("primer_cache_listener_is_leader", "1 while this replica holds the leader lock")
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from adapters import metrics_http
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+IS_LEADER = Gauge(
+    "primer_cache_listener_is_leader",
+    "1 while this replica holds the leader lock",
+    registry=REGISTRY,
+)
+LAG = Gauge(
+    "primer_cache_listener_lag_seconds",
+    "Now minus the binlog commit time (whole seconds on MariaDB) of the last transaction "
+    "taken from the stream; 0 when caught up or standing by",
+    registry=REGISTRY,
+)
+CHECKPOINT_AGE = Gauge(
+    "primer_cache_listener_checkpoint_age_seconds",
+    "Seconds since the checkpoint last moved while batches are outstanding or the stream is "
+    "behind; 0 while it is current (caught up, every batch done) or standing by",
+    registry=REGISTRY,
+)
 LAST_EVENT = Gauge(
     "primer_cache_listener_last_event_timestamp_seconds",
     "Binlog timestamp of the last transaction checkpointed",
+    registry=REGISTRY,
 )
-TRANSACTIONS = Counter("primer_cache_listener_transactions_total", "Transactions read")
-BATCHES = Counter("primer_cache_listener_batches_published_total", "Invalidation batches published")
+EVENTS = Counter(
+    "primer_cache_listener_events_total",
+    "Row events of the watched tables read, by table and operation (insert, update, delete)",
+    ["table", "operation"],
+    registry=REGISTRY,
+)
+EVENTS_IGNORED = Counter(
+    "primer_cache_listener_events_ignored_total",
+    "Row events that change nothing a response shows (e.g. access-count bumps), or rows "
+    "outside realm GLOBAL",
+    registry=REGISTRY,
+)
+TRANSACTIONS = Counter(
+    "primer_cache_listener_transactions_total", "Transactions read", registry=REGISTRY
+)
+BATCHES = Counter(
+    "primer_cache_listener_batches_published_total",
+    "Invalidation batches published",
+    registry=REGISTRY,
+)
+BATCH_TRANSACTIONS = Histogram(
+    "primer_cache_listener_batch_transactions",
+    "Transactions per published batch",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
+    registry=REGISTRY,
+)
 REDELIVERIES = Counter(
     "primer_cache_listener_redeliveries_total",
-    "Batches published again after redeliver_after_s without progress",
+    "Batches published again after listener.redeliver_after_s without progress",
+    registry=REGISTRY,
 )
-RESTARTS = Counter("primer_cache_listener_restarts_total", "Stream restarts after a fault")
+FALLBACK_FLUSHES = Counter(
+    "primer_cache_listener_fallback_flushes_total",
+    "Flushes of every primer key the listener asked for, by reason",
+    ["reason"],
+    registry=REGISTRY,
+)
+RESTARTS = Counter(
+    "primer_cache_listener_restarts_total", "Stream restarts after a fault", registry=REGISTRY
+)
+
+# Reasons of FALLBACK_FLUSHES (exported from the start, so alerts see a 0 before the first).
+FLUSH_COLD_START = "cold_start"  # no checkpoint: first start, or the checkpoint was lost
+FLUSH_UNRESUMABLE = "checkpoint_unresumable"  # the binlog at the checkpoint is gone
+FLUSH_DDL = "ddl"  # TRUNCATE, DROP, ALTER... of a watched table
+FLUSH_ODD_ROW = "odd_row"  # a row image the sidecar cannot read
+FLUSH_REASONS = (
+    FLUSH_COLD_START,
+    FLUSH_UNRESUMABLE,
+    FLUSH_DDL,
+    FLUSH_ODD_ROW,
+)
+OPERATIONS = ("insert", "update", "delete")
+for _reason in FLUSH_REASONS:
+    FALLBACK_FLUSHES.labels(_reason)
 
 
-def serve(port: int) -> None:
+def operation(before: object, after: object) -> str:
+    """A row event's operation from which images it has."""
+    if before is None:
+        return "insert"
+    return "delete" if after is None else "update"
+
+
+class RowCounts:
+    """Row events by (table, operation), counted in the reader thread and handed to the
+    Prometheus counters once per transaction (a dict increment per row is cheaper than a
+    labelled counter's lock)."""
+
+    def __init__(self) -> None:
+        self.rows: dict[tuple[str, str], int] = {}
+        self.ignored = 0
+        self._children: dict[tuple[str, str], Counter] = {}
+
+    def add(self, table: str, op: str, visible: bool) -> None:
+        self.rows[(table, op)] = self.rows.get((table, op), 0) + 1
+        if not visible:
+            self.ignored += 1
+
+    def flush(self) -> None:
+        for labels, count in self.rows.items():
+            child = self._children.get(labels)
+            if child is None:
+                child = self._children[labels] = EVENTS.labels(*labels)
+            child.inc(count)
+        if self.ignored:
+            EVENTS_IGNORED.inc(self.ignored)
+        self.rows.clear()
+        self.ignored = 0
+
+
+class Freshness:
+    """What lag, checkpoint age and /healthz are computed from, at scrape time: a stalled
+    listener shows a growing lag instead of the last value it set."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.leading = False
+        self.caught_up = True
+        self.outstanding = False  # published batches not done yet (the listener's ledger)
+        self.last_commit = 0.0  # epoch s of the last transaction taken from the stream
+        self.checkpoint_saved = 0.0  # epoch s of this leader's last checkpoint write
+        self.ticked = time.monotonic()  # the loop's last turn (leading or standing by)
+
+    def lead(self, leading: bool, last_commit: float = 0.0) -> None:
+        with self._lock:
+            self.leading = leading
+            self.caught_up = False
+            self.last_commit = last_commit or time.time()
+        IS_LEADER.set(1 if leading else 0)
+
+    def took(self, commit_time: float) -> None:
+        """A transaction committed at `commit_time` was taken from the stream."""
+        self.caught_up = False
+        if commit_time:
+            self.last_commit = commit_time
+
+    def idle(self) -> None:
+        """Nothing is readable and nothing waits to be published."""
+        self.caught_up = True
+
+    def checkpointed(self, event_time: float) -> None:
+        self.checkpoint_saved = time.time()
+        if event_time:
+            LAST_EVENT.set(event_time)
+
+    def tick(self) -> None:
+        self.ticked = time.monotonic()
+
+    def lag(self) -> float:
+        if not self.leading or self.caught_up:
+            return 0.0
+        return max(0.0, time.time() - self.last_commit)
+
+    def checkpoint_age(self) -> float:
+        if not self.leading or not self.checkpoint_saved:
+            return 0.0
+        if self.caught_up and not self.outstanding:
+            return 0.0  # the checkpoint is where the stream is: current, however old
+        return max(0.0, time.time() - self.checkpoint_saved)
+
+    def problem(self, max_lag_s: float, stall_s: float) -> str | None:
+        """Why the listener is unhealthy, or None: its loop has not turned for `stall_s`
+        (stuck, or reconnecting), or, leading, its lag is above `max_lag_s`."""
+        still = time.monotonic() - self.ticked
+        if still > stall_s:
+            return f"the listener loop has not turned for {still:.0f} s (limit {stall_s:.0f} s)"
+        lag = self.lag()
+        if lag > max_lag_s:
+            return f"binlog lag {lag:.1f} s is above {max_lag_s:g} s"
+        return None
+
+
+FRESHNESS = Freshness()
+LAG.set_function(FRESHNESS.lag)
+CHECKPOINT_AGE.set_function(FRESHNESS.checkpoint_age)
+
+
+def serve(port: int, max_lag_s: float, stall_s: float, addr: str = "127.0.0.1") -> None:
+    """Serve /metrics and /healthz on addr:`port` (port 0: not at all). Healthy: the loop
+    turned within `stall_s` and, while leading, the lag is at most `max_lag_s`; a standby
+    that waits for the lock is healthy."""
     if port:
-        start_http_server(port, addr="127.0.0.1")
+        metrics_http.serve(port, REGISTRY, lambda: FRESHNESS.problem(max_lag_s, stall_s), addr)
