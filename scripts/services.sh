@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Private MariaDB (binlog on, ROW, FULL image, FULL metadata) and private Redis for
+# Private MariaDB (binlog on, ROW, FULL image, FULL metadata), a private Redis, a private
+# 6-node Redis Cluster (3 primaries, 3 replicas) and a private TLS Redis (self-signed CA) for
 # primer-cache: own data dirs under .run/ (gitignored), spare ports, idempotent.
 #
-#   scripts/services.sh start   start (or reuse) both, load the schema, write .run/services.env
+#   scripts/services.sh start   start (or reuse) them, load the schema, write .run/services.env
 #   scripts/services.sh stop    stop what this script started (by the PIDs it recorded)
 #   scripts/services.sh status  print what runs
 set -euo pipefail
@@ -11,6 +12,9 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/.run"
 DB_DIR="$RUN/mariadb"
 REDIS_DIR="$RUN/redis"
+CLUSTER_DIR="$RUN/redis-cluster"
+CLUSTER_NODES=6
+TLS_DIR="$RUN/redis-tls"
 ENV_FILE="$RUN/services.env"
 DB_NAME="${PRIMER_DB_NAME:-megamind}"
 
@@ -35,6 +39,8 @@ need_packages() {
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   # promtool (package prometheus) checks and unit-tests deploy/monitoring's alerting rules
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
@@ -105,6 +111,131 @@ start_redis() {
   exit 1
 }
 
+# A cluster node's port: its bus port (port + 10000) must be free too, and at most 65535.
+free_cluster_port() {
+  python3 - <<'PY'
+import random
+import socket
+for _ in range(200):
+    port = random.randint(20000, 45000)
+    try:
+        for p in (port, port + 10000):
+            s = socket.socket()
+            s.bind(("127.0.0.1", p))
+            s.close()
+    except OSError:
+        continue
+    print(port)
+    break
+else:
+    raise SystemExit("no free port pair for a cluster node")
+PY
+}
+
+# One cluster node: its own dir, port, node-name file (nodes.conf) and pid.
+start_cluster_node() {
+  local dir="$1" port
+  mkdir -p "$dir"
+  port="$(free_cluster_port)"
+  echo "$port" >"$dir/port"
+  rm -f "$dir/nodes.conf"  # a fresh cluster each start: ports change, old topology is stale
+  redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
+    --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 2000 \
+    --dir "$dir" --pidfile "$dir/pid" --logfile "$dir/redis.log" \
+    --daemonize yes --maxmemory-policy noeviction
+  for _ in $(seq 1 100); do
+    redis-cli -p "$port" ping >/dev/null 2>&1 && [ -f "$dir/pid" ] && return
+    sleep 0.1
+  done
+  log "cluster node in $dir did not start; see $dir/redis.log"
+  exit 1
+}
+
+cluster_running() {
+  local i
+  for i in $(seq 1 "$CLUSTER_NODES"); do alive "$CLUSTER_DIR/node$i/pid" || return 1; done
+  [ -f "$CLUSTER_DIR/created" ]
+}
+
+start_redis_cluster() {
+  if cluster_running; then
+    CLUSTER_PORT="$(cat "$CLUSTER_DIR/node1/port")"
+    log "Redis Cluster already running (first node on port $CLUSTER_PORT)"
+    return
+  fi
+  stop_redis_cluster  # a half-started cluster from an earlier run goes first
+  mkdir -p "$CLUSTER_DIR"
+  local i addrs=()
+  for i in $(seq 1 "$CLUSTER_NODES"); do
+    start_cluster_node "$CLUSTER_DIR/node$i"
+    addrs+=("127.0.0.1:$(cat "$CLUSTER_DIR/node$i/port")")
+  done
+  redis-cli --cluster create "${addrs[@]}" --cluster-replicas 1 --cluster-yes \
+    >"$CLUSTER_DIR/create.log" 2>&1 || { cat "$CLUSTER_DIR/create.log" >&2; exit 1; }
+  CLUSTER_PORT="$(cat "$CLUSTER_DIR/node1/port")"
+  for _ in $(seq 1 300); do
+    local ok=1
+    for i in $(seq 1 "$CLUSTER_NODES"); do
+      redis-cli -p "$(cat "$CLUSTER_DIR/node$i/port")" cluster info 2>/dev/null \
+        | grep -q 'cluster_state:ok' || ok=0
+    done
+    if [ "$ok" = 1 ]; then
+      touch "$CLUSTER_DIR/created"
+      log "Redis Cluster up: ${addrs[*]} (3 primaries, 3 replicas)"
+      return
+    fi
+    sleep 0.1
+  done
+  log "Redis Cluster did not reach cluster_state:ok; see $CLUSTER_DIR/create.log"
+  exit 1
+}
+
+stop_redis_cluster() {
+  local i
+  for i in $(seq 1 "$CLUSTER_NODES"); do stop_one "Redis Cluster node $i" "$CLUSTER_DIR/node$i/pid"; done
+  rm -f "$CLUSTER_DIR/created"
+}
+
+# A self-signed CA and a server certificate for 127.0.0.1/localhost signed by it.
+make_tls_certs() {
+  [ -f "$TLS_DIR/server.crt" ] && return
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=primer-cache test CA" \
+    -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+    -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/san.ext"
+  openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+    -CAcreateserial -days 3650 -extfile "$TLS_DIR/san.ext" -out "$TLS_DIR/server.crt" >/dev/null 2>&1
+}
+
+start_redis_tls() {
+  if alive "$TLS_DIR/pid"; then
+    TLS_PORT="$(cat "$TLS_DIR/port")"
+    log "TLS Redis already running on port $TLS_PORT (pid $(cat "$TLS_DIR/pid"))"
+    return
+  fi
+  make_tls_certs
+  TLS_PORT="$(free_port)"
+  echo "$TLS_PORT" >"$TLS_DIR/port"
+  # TLS only (port 0: no plaintext listener); clients need not present a certificate.
+  redis-server --port 0 --tls-port "$TLS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --tls-cert-file "$TLS_DIR/server.crt" --tls-key-file "$TLS_DIR/server.key" \
+    --tls-ca-cert-file "$TLS_DIR/ca.crt" --tls-auth-clients no \
+    --dir "$TLS_DIR" --pidfile "$TLS_DIR/pid" --logfile "$TLS_DIR/redis.log" \
+    --daemonize yes --maxmemory-policy noeviction
+  for _ in $(seq 1 100); do
+    if redis-cli --tls --cacert "$TLS_DIR/ca.crt" -p "$TLS_PORT" ping >/dev/null 2>&1 \
+      && [ -f "$TLS_DIR/pid" ]; then
+      log "TLS Redis up on 127.0.0.1:$TLS_PORT"
+      return
+    fi
+    sleep 0.1
+  done
+  log "TLS Redis did not start; see $TLS_DIR/redis.log"
+  exit 1
+}
+
 load_schema() {
   mariadb --no-defaults -uroot --socket="$DB_DIR/sock" -e "CREATE DATABASE IF NOT EXISTS \`$DB_NAME\`"
   mariadb --no-defaults -uroot --socket="$DB_DIR/sock" "$DB_NAME" <"$ROOT/sql/schema.sql"
@@ -116,6 +247,9 @@ PRIMER_MYSQL_URL=mysql://root:@127.0.0.1:$DB_PORT/$DB_NAME
 PRIMER_REDIS_URL=redis://127.0.0.1:$REDIS_PORT/0
 PRIMER_BROKER_URL=redis://127.0.0.1:$REDIS_PORT/1
 PRIMER_MYSQL_SOCKET=$DB_DIR/sock
+PRIMER_REDIS_CLUSTER_URL=redis://127.0.0.1:$CLUSTER_PORT/0
+PRIMER_REDIS_TLS_URL=rediss://127.0.0.1:$TLS_PORT/0?ssl_ca_certs=$TLS_DIR/ca.crt
+PRIMER_REDIS_TLS_CA=$TLS_DIR/ca.crt
 ENV
   log "wrote $ENV_FILE"
 }
@@ -136,16 +270,23 @@ case "${1:-start}" in
     need_packages
     start_mariadb
     start_redis
+    start_redis_cluster
+    start_redis_tls
     load_schema
     write_env
     ;;
   stop)
     stop_one Redis "$REDIS_DIR/pid"
+    stop_redis_cluster
+    stop_one "TLS Redis" "$TLS_DIR/pid"
     stop_one MariaDB "$DB_DIR/pid"
     ;;
   status)
     alive "$DB_DIR/pid" && echo "mariadb: running, port $(cat "$DB_DIR/port")" || echo "mariadb: stopped"
     alive "$REDIS_DIR/pid" && echo "redis: running, port $(cat "$REDIS_DIR/port")" || echo "redis: stopped"
+    cluster_running && echo "redis cluster: running, port $(cat "$CLUSTER_DIR/node1/port") and 5 more" \
+      || echo "redis cluster: stopped"
+    alive "$TLS_DIR/pid" && echo "redis tls: running, port $(cat "$TLS_DIR/port")" || echo "redis tls: stopped"
     ;;
   *)
     echo "usage: $0 start|stop|status" >&2
