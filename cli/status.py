@@ -17,22 +17,21 @@ def register(commands: Any) -> None:
 
 
 def collect() -> dict[str, Any]:
-    import redis
-
-    from core.keys import KeyFormat
+    from adapters.redis_client import connect_redis
+    from core.keys import KeyFormat, checkpoint_key, leader_key
     from tasks.app import QUEUES
     from tasks.metrics import stats_key
 
     settings = load_settings()
-    cache = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=5)
-    broker = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=5)
+    cache = connect_redis(settings.redis_url, socket_connect_timeout=5)
+    broker = connect_redis(settings.broker_url, socket_connect_timeout=5)
     prefix = settings.state_prefix
-    raw = cache.get(f"{prefix}checkpoint")
+    raw = cache.get(checkpoint_key(prefix))
     checkpoint = json.loads(raw) if raw else None
     now = time.time()
     keys = KeyFormat(settings.key_prefix, settings.key_template)
     warm = {keys.build(q): bool(cache.exists(keys.build(q))) for q in settings.warm_patterns}
-    leader = cache.get(f"{prefix}leader")
+    leader = cache.get(leader_key(prefix))
     event_time = (checkpoint or {}).get("event_time") or 0
     saved_at = (checkpoint or {}).get("saved_at")
     return {

@@ -5,7 +5,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from config.secrets import redact_url
+
+# TLS options a mysql:// URL may carry in its query (as MySQL's own clients name them).
+TLS_OPTIONS = ("ssl_ca", "ssl_cert", "ssl_key", "ssl_mode")
+SSL_MODES = ("DISABLED", "PREFERRED", "REQUIRED", "VERIFY_CA", "VERIFY_IDENTITY")
 
 
 @dataclass(frozen=True)
@@ -15,6 +21,8 @@ class MySQLSettings:
     user: str
     password: str = field(repr=False)
     database: str
+    # (name, value) pairs from TLS_OPTIONS; a tuple keeps the frozen dataclass hashable
+    tls: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:  # never print the password
         return f"MySQLSettings({self.user}@{self.host}:{self.port}/{self.database})"
@@ -25,17 +33,41 @@ class MySQLSettings:
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Arguments for pymysql.connect and BinLogStreamReader's connection_settings."""
-        return {
+        kwargs: dict[str, Any] = {
             "host": self.host,
             "port": self.port,
             "user": self.user,
             "password": self.password,
         }
+        ssl = self.ssl_params()
+        if ssl is not None:
+            kwargs["ssl"] = ssl
+        return kwargs
+
+    def ssl_params(self) -> dict[str, Any] | None:
+        """PyMySQL's `ssl` argument for the URL's TLS options (None: plain TCP).
+
+        ssl_mode follows MySQL's clients: REQUIRED encrypts without checking the certificate,
+        VERIFY_CA checks it against ssl_ca, VERIFY_IDENTITY also checks the host name (the
+        default when ssl_ca is given). PREFERRED is plain TCP: PyMySQL has no opportunistic TLS.
+        """
+        options = dict(self.tls)
+        mode = options.get("ssl_mode", "VERIFY_IDENTITY" if "ssl_ca" in options else "")
+        if mode in ("", "DISABLED", "PREFERRED"):
+            return None
+        params: dict[str, Any] = {
+            "check_hostname": mode == "VERIFY_IDENTITY",
+            "verify_mode": "none" if mode == "REQUIRED" else "required",
+        }
+        for option, key in (("ssl_ca", "ca"), ("ssl_cert", "cert"), ("ssl_key", "key")):
+            if option in options:
+                params[key] = options[option]
+        return params
 
     @classmethod
     def from_url(cls, url: str, problems: list[str]) -> MySQLSettings | None:
         """Parse mysql://user:pass@host:port/db; append what is wrong to `problems`."""
-        shown = _hide_password(url)
+        shown = redact_url(url)
         try:
             parts = urlsplit(url)
             port = parts.port or 3306
@@ -50,6 +82,7 @@ class MySQLSettings:
         database = parts.path.lstrip("/")
         if not database or "/" in database:
             problems.append(f"PRIMER_MYSQL_URL {shown!r} names no database (mysql://…/DBNAME)")
+        tls = _tls_options(parts.query, shown, problems)
         if len(problems) > before:
             return None
         return cls(
@@ -58,6 +91,7 @@ class MySQLSettings:
             user=unquote(parts.username or "root"),
             password=unquote(parts.password or ""),
             database=unquote(database),
+            tls=tls,
         )
 
     @classmethod
@@ -83,11 +117,21 @@ class MySQLSettings:
         )
 
 
-def _hide_password(url: str) -> str:
-    try:
-        parts = urlsplit(url)
-        if parts.password:
-            return url.replace(f":{parts.password}@", ":***@", 1)
-    except ValueError:
-        pass
-    return url
+def _tls_options(query: str, shown: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
+    options = []
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in TLS_OPTIONS:
+            problems.append(
+                f"PRIMER_MYSQL_URL {shown!r}: unknown option {name!r} "
+                f"(known: {', '.join(TLS_OPTIONS)})"
+            )
+        elif name == "ssl_mode" and value.upper() not in SSL_MODES:
+            problems.append(
+                f"PRIMER_MYSQL_URL {shown!r}: ssl_mode {value!r} is not one of "
+                f"{', '.join(SSL_MODES)}"
+            )
+        elif not value:
+            problems.append(f"PRIMER_MYSQL_URL {shown!r}: option {name!r} has no value")
+        else:
+            options.append((name, value.upper() if name == "ssl_mode" else value))
+    return tuple(options)

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from config.errors import ConfigError
 from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
+from config.secrets import redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KEY_PREFIX = "megamind:primer:"
@@ -72,7 +73,8 @@ class Settings:
 
     def __repr__(self) -> str:
         return (
-            f"Settings(mysql={self.mysql!r}, redis={self.redis_url!r}, prefix={self.key_prefix!r})"
+            f"Settings(mysql={self.mysql!r}, redis={redact_url(self.redis_url)!r}, "
+            f"broker={redact_url(self.broker_url)!r}, prefix={self.key_prefix!r})"
         )
 
 
@@ -145,27 +147,29 @@ def _next_db(redis_url: str) -> str:
 
 
 def _check_redis_url(name: str, url: str, problems: list[str]) -> None:
+    shown = redact_url(url)
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        problems.append(f"{name} {url!r} is not a valid URL: {exc}")
+        problems.append(f"{name} {shown!r} is not a valid URL: {exc}")
         return
     if parts.scheme not in ("redis", "rediss", "unix"):
-        problems.append(f"{name} {url!r}: scheme must be redis://, rediss:// or unix://")
+        problems.append(f"{name} {shown!r}: scheme must be redis://, rediss:// or unix://")
     elif parts.scheme != "unix" and not parts.hostname:
-        problems.append(f"{name} {url!r} names no host")
+        problems.append(f"{name} {shown!r} names no host")
     path = parts.path.lstrip("/")
     if parts.scheme != "unix" and path and not path.isdigit():
-        problems.append(f"{name} {url!r}: database {path!r} is not a number")
+        problems.append(f"{name} {shown!r}: database {path!r} is not a number")
 
 
 def _check_broker_url(url: str, problems: list[str]) -> None:
+    shown = redact_url(url)
     scheme = urlsplit(url).scheme if "://" in url else ""
     if scheme in ("redis", "rediss", "unix"):
         _check_redis_url("PRIMER_BROKER_URL", url, problems)
     elif scheme not in ("amqp", "amqps", "pyamqp", "sqs", "memory"):
-        problems.append(f"PRIMER_BROKER_URL {url!r}: unsupported scheme {scheme!r}")
+        problems.append(f"PRIMER_BROKER_URL {shown!r}: unsupported scheme {scheme!r}")
 
 
 # ---- the TOML file --------------------------------------------------------------------------
@@ -316,6 +320,10 @@ def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any
         head = prefix + template.split("{", 1)[0]
         if not state:
             problems.append("cache.state_prefix must not be empty")
+        elif "{" in state or "}" in state:
+            # Redis Cluster hash tags: each state key takes its tag from what it guards (a cache
+            # key, the listener); a brace in the prefix would pull them all into one slot.
+            problems.append(f"cache.state_prefix {state!r} must not contain '{{' or '}}'")
         elif state.startswith(head) or head.startswith(state):
             problems.append(
                 f"cache.state_prefix {state!r} overlaps the primer keys' prefix {head!r}: "

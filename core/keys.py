@@ -187,3 +187,17 @@ def _compile(prefix: str, template: str) -> re.Pattern[str]:
         body = f"[^{re.escape(stop)}]*" if stop else ".*"
         parts.append(f"(?P<{field}>{body})")
     return re.compile("".join(parts), re.DOTALL)
+
+
+# ---- the listener's own state keys ------------------------------------------------------------
+# The leader lock and the checkpoint it fences are read and written by one script, so on a
+# Redis Cluster they must share a hash slot: both carry the hash tag {listener}.
+LISTENER_TAG = "{listener}"
+
+
+def leader_key(state_prefix: str) -> str:
+    return f"{state_prefix}{LISTENER_TAG}:leader"
+
+
+def checkpoint_key(state_prefix: str) -> str:
+    return f"{state_prefix}{LISTENER_TAG}:checkpoint"

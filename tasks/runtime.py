@@ -12,6 +12,7 @@ from typing import Any
 import pymysql
 import redis
 
+from adapters.redis_client import connect_redis
 from config import Settings
 from core.keys import KeyFormat
 
@@ -34,7 +35,7 @@ class Runtime:
     def redis(self) -> redis.Redis:
         self._check_fork()
         if self._redis is None:
-            self._redis = redis.Redis.from_url(
+            self._redis = connect_redis(
                 self.settings.redis_url,
                 socket_timeout=30,
                 socket_connect_timeout=5,

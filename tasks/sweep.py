@@ -3,22 +3,50 @@
 One sweep walks every key under the key format's prefix once and asks `doomed(filter)` of
 each key's filter (memoised: many keys share one filter and differ in sort or limit);
 deletions go out in pipelined UNLINK batches while the scan goes on.
+
+On a Redis Cluster every primary is scanned, concurrently (one thread each: the work is
+network-bound), and deletes are grouped by hash slot (an UNLINK of several keys must stay in
+one slot). A failover during the sweep never skips keys: a node whose scan fails, and every
+slot whose primary changed while the sweep ran, is scanned again in full from the node that
+owns it now (a full re-scan is correct, only slower).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
+from redis.cluster import RedisCluster
+from redis.crc import key_slot
 
+from adapters.redis_client import is_cluster
 from core.keys import KeyFilter, KeyFormat
 
 log = logging.getLogger(__name__)
 
 SCAN_COUNT = 1000
 UNLINK_BATCH = 500
+# Faults of one node during a sweep (failover, a primary gone): that node's slots are re-scanned.
+NODE_FAULTS = (
+    redis.ConnectionError,
+    redis.TimeoutError,
+    redis.exceptions.ClusterError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MovedError,
+    redis.exceptions.AskError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ReadOnlyError,
+)
+MAX_ROUNDS = 10  # topology still moving after this many re-scans: fail, the task is retried
+TOPOLOGY_WAIT = 30.0  # how long to wait for the cluster to agree on its slots again
+
+NodeSweep = Callable[[redis.Redis], "SweepResult"]
 
 
 @dataclass
@@ -28,6 +56,12 @@ class SweepResult:
     unparseable: int = 0
     keys: list[str] = field(default_factory=list)  # filled on dry runs only
 
+    def add(self, other: SweepResult) -> None:
+        self.scanned += other.scanned
+        self.deleted += other.deleted
+        self.unparseable += other.unparseable
+        self.keys.extend(other.keys)
+
     def to_json(self) -> dict[str, object]:
         return {
             "scanned": self.scanned,
@@ -35,6 +69,11 @@ class SweepResult:
             "unparseable": self.unparseable,
             **({"keys": self.keys} if self.keys else {}),
         }
+
+
+class SweepIncomplete(redis.ConnectionError):
+    """Raised when a cluster's topology kept changing through MAX_ROUNDS re-scans; a
+    ConnectionError, so the invalidate task retries the whole batch."""
 
 
 def sweep(
@@ -47,27 +86,44 @@ def sweep(
 ) -> SweepResult:
     """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
     prefix that does not parse (safe side: it may hold anything). Dry runs only list them."""
+
+    def sweep_node(scanner: redis.Redis) -> SweepResult:
+        return _sweep_node(scanner, client, keys, doomed, dry_run, count)
+
+    if not is_cluster(client):
+        return sweep_node(client)
+    return _sweep_cluster(client, sweep_node)  # type: ignore[arg-type]
+
+
+def _sweep_node(
+    scanner: redis.Redis,
+    deleter: redis.Redis,
+    keys: KeyFormat,
+    doomed: Callable[[KeyFilter], bool],
+    dry_run: bool,
+    count: int,
+) -> SweepResult:
+    """Scan one node (`scanner`) and delete through `deleter` (the node itself, or the cluster
+    client, which routes each slot's UNLINK to whichever primary owns it now)."""
     result = SweepResult()
     pending: list[bytes | str] = []
-    judge = keys.judge(doomed)
-    for node_client in _primaries(client):
-        cursor = 0
-        while True:
-            cursor, batch = node_client.scan(cursor=cursor, match=keys.scan_pattern(), count=count)
-            result.scanned += len(batch)
-            for raw in batch:
-                verdict = judge(_text(raw))
-                if verdict is None:
-                    result.unparseable += 1
-                elif not verdict:
-                    continue
-                pending.append(raw)
-            if len(pending) >= UNLINK_BATCH or (cursor == 0 and pending):
-                _delete(node_client, pending, result, dry_run)
-                pending = []
-            if cursor == 0:
-                break
-    return result
+    judge = keys.judge(doomed)  # one memo per thread
+    cursor = 0
+    while True:
+        cursor, batch = scanner.scan(cursor=cursor, match=keys.scan_pattern(), count=count)
+        result.scanned += len(batch)
+        for raw in batch:
+            verdict = judge(_text(raw))
+            if verdict is None:
+                result.unparseable += 1
+            elif not verdict:
+                continue
+            pending.append(raw)
+        if len(pending) >= UNLINK_BATCH or (cursor == 0 and pending):
+            _delete(deleter, pending, result, dry_run)
+            pending = []
+        if cursor == 0:
+            return result
 
 
 def _delete(
@@ -78,17 +134,96 @@ def _delete(
         result.deleted += len(batch)
         return
     pipe = client.pipeline(transaction=False)
-    for start in range(0, len(batch), UNLINK_BATCH):
-        pipe.unlink(*batch[start : start + UNLINK_BATCH])
+    for group in _unlink_groups(batch, by_slot=is_cluster(client)):
+        # execute_command: redis-py's cluster pipeline refuses unlink() of several keys even
+        # when they share a slot; the server accepts it (one slot per group, see below).
+        pipe.execute_command("UNLINK", *group)
     result.deleted += sum(pipe.execute())
 
 
-def _primaries(client: redis.Redis) -> list[redis.Redis]:
-    """Every primary to sweep: the client itself, or each primary of a Redis Cluster."""
-    get_primaries = getattr(client, "get_primaries", None)
-    if get_primaries is None:
-        return [client]
-    return [client.get_redis_connection(node) for node in get_primaries()]  # type: ignore[attr-defined]
+def _unlink_groups(batch: list[bytes | str], *, by_slot: bool) -> list[list[bytes | str]]:
+    """UNLINK argument lists of at most UNLINK_BATCH keys; on a cluster, one slot each."""
+    if not by_slot:
+        return [batch[i : i + UNLINK_BATCH] for i in range(0, len(batch), UNLINK_BATCH)]
+    slots: dict[int, list[bytes | str]] = defaultdict(list)
+    for raw in batch:
+        slots[key_slot(raw if isinstance(raw, bytes) else raw.encode())].append(raw)
+    return [
+        group[i : i + UNLINK_BATCH]
+        for group in slots.values()
+        for i in range(0, len(group), UNLINK_BATCH)
+    ]
+
+
+# ---- Redis Cluster ------------------------------------------------------------------------------
+
+
+def _sweep_cluster(client: RedisCluster, sweep_node: NodeSweep) -> SweepResult:
+    result = SweepResult()
+    before = _slot_owners(client, refresh=False)  # the map the client routes by
+    todo = set(before.values())
+    for _round in range(MAX_ROUNDS):
+        failed = _sweep_nodes(client, sorted(todo), sweep_node, result)
+        now = _slot_owners(client, refresh=True)
+        # Slots whose node failed, or whose primary changed while we scanned (a scan may have
+        # read a node being demoted, a delete reached a primary that lost it in the failover):
+        # their primaries now are scanned again, in full.
+        moved = {slot for slot, node in now.items() if before.get(slot) != node}
+        todo = {node for slot, node in now.items() if slot in moved or before.get(slot) in failed}
+        if not todo:
+            return result
+        log.warning(
+            "cluster topology changed during the sweep (%d slots moved, failed nodes: %s): "
+            "re-scanning %s",
+            len(moved),
+            ", ".join(sorted(failed)) or "none",
+            ", ".join(sorted(todo)),
+        )
+        before = now
+    raise SweepIncomplete(f"cluster topology still changing after {MAX_ROUNDS} re-scans")
+
+
+def _sweep_nodes(
+    client: RedisCluster, names: list[str], sweep_node: NodeSweep, result: SweepResult
+) -> set[str]:
+    """Sweep the primaries `names` concurrently; return the names of those that failed."""
+    failed: set[str] = set()
+    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="sweep") as pool:
+        futures = {name: pool.submit(_sweep_named, client, name, sweep_node) for name in names}
+        for name, future in futures.items():
+            try:
+                result.add(future.result())
+            except NODE_FAULTS as exc:
+                log.warning(
+                    "sweep of cluster node %s failed (%s): its slots are re-scanned", name, exc
+                )
+                failed.add(name)
+    return failed
+
+
+def _sweep_named(client: RedisCluster, name: str, sweep_node: NodeSweep) -> SweepResult:
+    node = client.get_node(node_name=name)
+    if node is None:
+        raise redis.ConnectionError(f"cluster node {name} is no longer known")
+    return sweep_node(client.get_redis_connection(node))
+
+
+def _slot_owners(client: RedisCluster, *, refresh: bool) -> dict[int, str]:
+    """The primary (host:port) serving each slot, as the client routes now or, with `refresh`,
+    as the cluster says now (asked again until it answers, up to TOPOLOGY_WAIT)."""
+    deadline = time.monotonic() + TOPOLOGY_WAIT
+    while True:
+        try:
+            if refresh:
+                client.nodes_manager.initialize()
+            cache: dict[int, list[Any]] = client.nodes_manager.slots_cache
+            return {slot: nodes[0].name for slot, nodes in cache.items() if nodes}
+        except NODE_FAULTS as exc:
+            if time.monotonic() > deadline:
+                raise SweepIncomplete(f"cluster topology unavailable: {exc}") from exc
+            log.warning("cluster topology unavailable (%s): asking again", exc)
+            time.sleep(0.2)
+            refresh = True
 
 
 def _text(raw: bytes | str) -> str:

@@ -17,6 +17,8 @@ from typing import Any
 
 import redis
 
+from core.keys import checkpoint_key, leader_key
+
 log = logging.getLogger(__name__)
 
 _RENEW = """
@@ -49,8 +51,9 @@ class Leadership:
     def __init__(self, client: redis.Redis, state_prefix: str, ttl_ms: int) -> None:
         self.client = client
         self.ttl_ms = ttl_ms
-        self.lock_key = f"{state_prefix}leader"
-        self.checkpoint_key = f"{state_prefix}checkpoint"
+        # one hash tag: the fencing scripts touch both keys (one slot on a cluster)
+        self.lock_key = leader_key(state_prefix)
+        self.checkpoint_key = checkpoint_key(state_prefix)
         self.token = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._renew = client.register_script(_RENEW)
         self._fenced_set = client.register_script(_FENCED_SET)

@@ -23,6 +23,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_r
 
 from adapters import stats
 from adapters.completion import Completion
+from adapters.redis_client import connect_redis
 from config import Settings
 from core.batch import Batch
 from worker import metrics
@@ -58,9 +59,7 @@ class Listener:
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
         self.settings = settings
         self.name = f"listener[server_id={settings.server_id}]"
-        self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5
-        )
+        self.redis = connect_redis(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
         self.leadership = Leadership(self.redis, settings.state_prefix, settings.leader_ttl_ms)
         self.publisher = publisher or Publisher()
         self.stopping = threading.Event()
