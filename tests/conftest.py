@@ -64,6 +64,23 @@ def redis_client(services: dict[str, str]) -> redis.Redis:
     return client
 
 
+@pytest.fixture(scope="session")
+def cluster_client(services: dict[str, str]) -> redis.Redis:
+    """The private 3-primary, 3-replica Redis Cluster (through the sidecar's own factory)."""
+    from adapters.redis_client import connect_redis, is_cluster
+
+    url = services.get("PRIMER_REDIS_CLUSTER_URL")
+    if not url:
+        _unavailable("PRIMER_REDIS_CLUSTER_URL is not set (run `make services`)")
+    try:
+        client = connect_redis(url)
+        client.ping()
+    except redis.RedisError as exc:
+        _unavailable(f"Redis Cluster: {exc}")
+    assert is_cluster(client), f"{url} is not a cluster"
+    return client
+
+
 @pytest.fixture
 def database(admin: pymysql.Connection) -> Iterator[str]:
     """A fresh schema with the primer tables, dropped after the test."""

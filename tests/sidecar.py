@@ -19,6 +19,7 @@ import pymysql
 import redis
 from pymysql.cursors import DictCursor
 
+from adapters.redis_client import is_cluster
 from config import Settings, load_settings
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
@@ -83,8 +84,13 @@ class Sidecar:
     # ---- processes ----------------------------------------------------------------------
 
     def start_worker(
-        self, concurrency: int = 1, metrics_port: int = 0, extra: tuple[str, ...] = ()
+        self,
+        concurrency: int = 1,
+        metrics_port: int = 0,
+        extra: tuple[str, ...] = (),
+        name: str = "",
     ) -> Process:
+        """A Celery worker on the sidecar's queues; several workers need distinct `name`s."""
         queues = ",".join(f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance"))
         env = (
             {**self.env, "PRIMER_WORKER_METRICS_PORT": str(metrics_port)}
@@ -106,7 +112,7 @@ class Sidecar:
                 "--loglevel",
                 "INFO",
                 "-n",
-                f"{self.tag}@%h",
+                f"{name or self.tag}@%h",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
@@ -237,9 +243,19 @@ class Sidecar:
         """Wait until the pipeline has processed every commit made so far.
 
         Commits a sentinel chunk and waits for the key it affects to go; the worker runs one
-        task at a time in publish order, so everything committed before is done too.
-        Returns the sentinel's image: a test's model of what changed must include it.
+        task at a time in publish order, so everything committed before is done too. On a
+        Redis Cluster the primaries are swept concurrently: the sentinel's key may go while
+        another primary's part of the same sweep still runs, so a second sentinel, committed
+        after the first is gone and so in a later task, proves the first task finished.
+        Returns the sentinel's image: a test's model of what changed must include it (every
+        sentinel's image affects the same keys: all categories, threshold 0, level optional).
         """
+        rounds = 2 if is_cluster(self.redis) else 1
+        for _ in range(rounds):
+            image = self._sentinel(timeout)
+        return image
+
+    def _sentinel(self, timeout: float) -> ElementImage:
         n = next(_sync_ids)
         category = f"zzsync{n}"
         (key,) = self.plant(Query((category,)))
