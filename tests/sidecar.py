@@ -23,7 +23,7 @@ from adapters.redis_client import is_cluster
 from config import Settings, load_settings
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
-from core.keys import KeyFormat
+from core.keys import KeyFormat, checkpoint_key
 from core.predicate import ElementImage
 from tests.services import (
     VENV_BIN,
@@ -224,7 +224,7 @@ class Sidecar:
         return {key for key, there in zip(keys, pipe.execute(), strict=True) if there}
 
     def checkpoint(self) -> dict[str, Any] | None:
-        raw = self.redis.get(f"{self.state_prefix}checkpoint")
+        raw = self.redis.get(checkpoint_key(self.state_prefix))
         return json.loads(raw) if raw else None
 
     def checkpointed(self, timeout: float = 30.0) -> None:
