@@ -52,12 +52,22 @@ def visible_change(before: Row, after: Row, ignored: Collection[str]) -> bool:
 
 
 def row_change(
-    role: str, before: Row | None, after: Row | None, ignored: Collection[str]
+    role: str,
+    before: Row | None,
+    after: Row | None,
+    ignored: Collection[str],
+    *,
+    visible: bool | None = None,
 ) -> RowChange | None:
     """The change one row event makes: `role` is CHUNKS or ELEMENTS; `before` is None for an
-    insert, `after` None for a delete. None when the change cannot affect any cached key."""
-    if before is not None and after is not None and not visible_change(before, after, ignored):
-        return None  # e.g. the primer server bumping access_count on a read
+    insert, `after` None for a delete. None when the change cannot affect any cached key.
+    `visible`: whether a column outside `ignored` changed, when the caller knows already
+    (the row decoder compares the columns it does not decode as bytes); None: judge here."""
+    if before is not None and after is not None:
+        if visible is None:
+            visible = visible_change(before, after, ignored)
+        if not visible:
+            return None  # e.g. the primer server bumping access_count on a read
     rows = [row for row in (before, after) if row is not None]
     if role == ELEMENTS:
         refs = tuple(dict.fromkeys(str(_required(row, "chunk_id")) for row in rows))

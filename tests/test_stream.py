@@ -5,12 +5,14 @@ from __future__ import annotations
 import queue
 import random
 from dataclasses import replace
+from decimal import Decimal
 from typing import Any
 
 import pymysql
 
 from config import load_settings
 from tests.services import child_env, service_env
+from worker import metrics
 from worker.batcher import Transaction
 from worker.server_check import check_server, current_position
 from worker.stream import BinlogReader
@@ -55,3 +57,62 @@ def test_stopped_reader_ends_and_does_not_reconnect(database: str, db: pymysql.C
     reader.stop()
     reader.join(10)
     assert not reader.is_alive(), "the stopped reader is still running"
+
+
+def test_a_table_shape_the_decoder_does_not_cover_falls_back_to_the_library(
+    database: str, db: pymysql.Connection
+) -> None:
+    # A deployment whose priority_score is a DOUBLE: the fast decoder does not read that
+    # type as a key column, so the library decodes those events, and the fallback is counted.
+    with db.cursor() as cur:
+        cur.execute("ALTER TABLE megamind_chunks MODIFY priority_score DOUBLE NULL")
+    fallbacks = metrics.DECODER_FALLBACKS._value.get()
+    reader, out = reader_for(database, db)
+    reader.start()
+    try:
+        with db.cursor() as cur:
+            cur.execute(
+                "INSERT INTO megamind_chunks (chunk_id, content, element_category, priority_score)"
+                " VALUES ('f1', 'x', 'security', 0.25)"
+            )
+        txn = out.get(timeout=20)
+        assert isinstance(txn, Transaction), txn
+        assert {(image.category, image.priority) for image in txn.images} == {
+            ("security", Decimal("0.25"))
+        }
+        assert metrics.DECODER_FALLBACKS._value.get() == fallbacks + 1
+    finally:
+        reader.stop()
+        reader.join(10)
+
+
+def test_read_bumps_are_dropped_and_real_changes_kept_on_the_fast_path(
+    database: str, db: pymysql.Connection
+) -> None:
+    with db.cursor() as cur:
+        cur.execute(
+            "INSERT INTO megamind_chunks (chunk_id, content, element_category, embedding)"
+            " VALUES ('b1', 'x', 'security', '[0.5, 0.25]'), ('b2', 'y', 'naming', NULL)"
+        )
+    fallbacks = metrics.DECODER_FALLBACKS._value.get()
+    reader, out = reader_for(database, db)
+    reader.start()
+    try:
+        with db.cursor() as cur:
+            for image in ("FULL", "NOBLOB"):
+                cur.execute(f"SET SESSION binlog_row_image = {image}")
+                cur.execute(
+                    "UPDATE megamind_chunks SET access_count = access_count + 1,"
+                    " last_accessed = NOW()"
+                )
+                cur.execute(
+                    "UPDATE megamind_chunks SET content = %s WHERE chunk_id = 'b2'", (image,)
+                )
+        for _ in range(2):
+            bump, change = out.get(timeout=20), out.get(timeout=20)
+            assert (bump.rows, bump.images) == (2, set())
+            assert {image.category for image in change.images} == {"naming"}
+        assert metrics.DECODER_FALLBACKS._value.get() == fallbacks
+    finally:
+        reader.stop()
+        reader.join(10)

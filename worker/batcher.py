@@ -46,10 +46,17 @@ class TransactionBuilder:
         self._flush = ""
         self._rows = 0
 
-    def row(self, table: str, before: Row | None, after: Row | None) -> None:
+    def row(
+        self, table: str, before: Row | None, after: Row | None, visible: bool | None = None
+    ) -> None:
+        """One row change; `visible` is whether a column outside the ignored ones changed,
+        when the decoder already knows (None: judge from the images)."""
         self._rows += 1
+        if visible is False:
+            self.counts.add(table, "update", False)
+            return  # read noise, e.g. the primer server bumping access_count
         try:
-            change = row_change(self.roles[table], before, after, self.ignored)
+            change = row_change(self.roles[table], before, after, self.ignored, visible=visible)
         except OddRowError as exc:
             self.counts.add(table, metrics.operation(before, after), True)
             metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_ODD_ROW).inc()

@@ -81,6 +81,11 @@ FALLBACK_FLUSHES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+DECODER_FALLBACKS = Counter(
+    "primer_cache_listener_decoder_fallbacks_total",
+    "Row events decoded by the library because the fast decoder does not cover their shape",
+    registry=REGISTRY,
+)
 RESTARTS = Counter(
     "primer_cache_listener_restarts_total", "Stream restarts after a fault", registry=REGISTRY
 )

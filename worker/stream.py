@@ -23,11 +23,16 @@ from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, Xi
 from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
 
 from config import Settings
+from worker import metrics
 from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
+from worker.rowdecode import RowDecoder
 from worker.server_check import ServerInfo
 
 log = logging.getLogger(__name__)
 
+# The columns the element images are made of (core.changes): all the decoder decodes.
+CHUNK_KEYS = ("realm_id", "element_category", "priority_score", "enforcement_level")
+ELEMENT_KEYS = ("chunk_id",)
 _MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row image (NOBLOB)
 _DDL = re.compile(r"^\s*(TRUNCATE|DROP|ALTER|RENAME|CREATE\s+OR\s+REPLACE)\b", re.IGNORECASE)
 
@@ -91,6 +96,10 @@ class BinlogReader(threading.Thread):
         self.tables = {settings.chunks_table, settings.elements_table}
         self.txn = TransactionBuilder(
             settings.chunks_table, settings.elements_table, settings.ignored_columns
+        )
+        self.decoder = RowDecoder(
+            {settings.chunks_table: CHUNK_KEYS, settings.elements_table: ELEMENT_KEYS},
+            settings.ignored_columns,
         )
         self._stopping = threading.Event()
         kwargs: dict[str, Any] = {}
@@ -170,6 +179,12 @@ class BinlogReader(threading.Thread):
                 self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
             elif event.schema == database and event.table in self.tables:
                 table = event.table
+                decoded = self.decoder.decode(event)
+                if decoded is not None:
+                    for before, after, visible in decoded:
+                        add_row(table, before, after, visible)
+                    continue
+                metrics.DECODER_FALLBACKS.inc()
                 if isinstance(event, UpdateRowsEvent):
                     for row in event.rows:
                         before = _present(row["before_values"], row.get("before_none_sources"))
