@@ -48,10 +48,10 @@ def pct(samples: list[float], q: float) -> float:
 
 @contextlib.contextmanager
 def sidecar_running(
-    env: dict[str, str], mysql: dict[str, Any], client: redis.Redis, workdir: Path
+    env: dict[str, str], mysql: dict[str, Any], client: redis.Redis, workdir: Path, **options: Any
 ) -> Iterator[Sidecar]:
     """A sidecar as the Procfile runs it (worker concurrency 2), in a scratch schema."""
-    with isolated(Sidecar, env, mysql, client, workdir) as car:
+    with isolated(Sidecar, env, mysql, client, workdir, **options) as car:
         car.start_worker(concurrency=2)
         car.start_listener()
         car.sync()

@@ -56,6 +56,7 @@ class Sidecar:
     tag: str = field(default_factory=lambda: unique("t"))
     extra_toml: str = ""
     second_pass_ms: int = 0
+    leader_ttl_ms: int = 3000  # a stall (SIGSTOP) longer than this costs the lead
     warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
     worker: Process | None = None
     listener: Process | None = None
@@ -70,7 +71,7 @@ class Sidecar:
             f'[cache]\nkey_prefix = "{self.key_prefix}"\nstate_prefix = "{self.state_prefix}"\n'
             f"second_pass_ms = {self.second_pass_ms}\n"
             f'[celery]\nqueue_prefix = "{self.tag}"\n'
-            "[listener]\nleader_ttl_ms = 3000\n"
+            f"[listener]\nleader_ttl_ms = {self.leader_ttl_ms}\n"
             + ("" if self.warm else "[warm]\npatterns = []\n")
             + self.extra_toml
         )

@@ -73,25 +73,87 @@ class Slot(NamedTuple):
     compared: bool  # outside the ignored columns: a change to it is a visible change
 
 
+class Layout:
+    """The columns one columns-present bitmap includes (all of them under a FULL image),
+    and what to do with each."""
+
+    def __init__(self, slots: tuple[Slot, ...]) -> None:
+        self.slots = slots
+        self.widths = tuple((slot.width, slot.prefix) for slot in slots)
+        self.nulls_len = (len(slots) + 7) >> 3
+        self.keys = tuple(
+            (k, slot.name, slot.prefix, slot.reader)
+            for k, slot in enumerate(slots)
+            if slot.reader is not None
+        )
+        self.compared = tuple((k, slot.name) for k, slot in enumerate(slots) if slot.compared)
+        self.compared_mask = sum(1 << k for k, _ in self.compared)
+        # Runs of consecutive compared columns, (first, last + 1): with the same NULLs, two
+        # images agree on a run's columns exactly when they agree on the run's bytes (each
+        # value is fixed-width or carries its length, so a run splits one way only).
+        runs: list[tuple[int, int]] = []
+        for k, _ in self.compared:
+            if runs and runs[-1][1] == k:
+                runs[-1] = (runs[-1][0], k + 1)
+            else:
+                runs.append((k, k + 1))
+        self.runs = tuple(runs)
+
+    def walk(self, data: bytes, pos: int) -> tuple[int, list[int]]:
+        """The NULL bits of the image at `pos`, and where each of its columns starts (one
+        more entry: where the image ends). Values are skipped, never read."""
+        nulls = int.from_bytes(data[pos : pos + self.nulls_len], "little")
+        pos += self.nulls_len
+        starts = [pos]
+        append = starts.append
+        bit = 1
+        for width, prefix in self.widths:
+            if not nulls & bit:
+                if prefix:
+                    pos += prefix + int.from_bytes(data[pos : pos + prefix], "little")
+                else:
+                    pos += width
+            append(pos)
+            bit <<= 1
+        if pos > len(data):
+            raise ValueError(f"a row image overruns its event ({pos} > {len(data)} bytes)")
+        return nulls, starts
+
+    def key_values(self, data: bytes, nulls: int, starts: list[int]) -> dict[str, Any]:
+        return {
+            name: None if nulls >> k & 1 else reader(data, starts[k] + prefix, starts[k + 1])
+            for k, name, prefix, reader in self.keys
+        }
+
+    def raw_values(self, data: bytes, nulls: int, starts: list[int]) -> dict[str, bytes | None]:
+        return {
+            name: None if nulls >> k & 1 else data[starts[k] : starts[k + 1]]
+            for k, name in self.compared
+        }
+
+
 class Plan:
     """How to walk the row images of one table map."""
 
     def __init__(self, columns: Sequence[Any], keys: Collection[str], ignored: Collection[str]):
         self.slots = tuple(_slot(column, keys, ignored) for column in columns)
-        self._present: dict[bytes, tuple[Slot, ...]] = {}
+        self._layouts: dict[bytes, Layout] = {}
 
-    def present(self, bitmap: bytes) -> tuple[Slot, ...]:
-        """The columns a columns-present bitmap includes (all of them under a FULL image)."""
-        slots = self._present.get(bitmap)
-        if slots is None:
-            slots = tuple(s for i, s in enumerate(self.slots) if bitmap[i >> 3] & (1 << (i & 7)))
-            self._present[bitmap] = slots
-        return slots
+    def layout(self, bitmap: bytes) -> Layout:
+        """The layout of the images a columns-present bitmap describes (memoised)."""
+        layout = self._layouts.get(bitmap)
+        if layout is None:
+            layout = Layout(
+                tuple(s for i, s in enumerate(self.slots) if bitmap[i >> 3] & (1 << (i & 7)))
+            )
+            self._layouts[bitmap] = layout
+        return layout
 
 
 class DecodedRow(NamedTuple):
     """One row of an event: key columns of each image (None: no such image), and for an
-    update whether a compared column changed (always True for inserts and deletes)."""
+    update whether a compared column changed (always True for inserts and deletes). The
+    key columns of an update nobody sees (visible False) are not decoded: both are {}."""
 
     before: dict[str, Any] | None
     after: dict[str, Any] | None
@@ -105,6 +167,9 @@ class RowDecoder:
         self.keys = {table: frozenset(names) for table, names in keys.items()}
         self.ignored = frozenset(ignored)
         self._plans: dict[tuple[Any, ...], Plan | None] = {}
+        # The plan of the table map in force, by table id: every row event of a statement
+        # shares its table map's column list, so the shape is worked out once per map.
+        self._current: dict[int, tuple[Sequence[Any], Plan | None]] = {}
 
     def plan(self, table: str, columns: Sequence[Any]) -> Plan | None:
         """The plan for a table map (memoised by its shape), or None when unsupported."""
@@ -122,7 +187,13 @@ class RowDecoder:
         """The rows of a row event, or None (nothing read) when the library must decode it."""
         if event.event_type == _PARTIAL_UPDATE or not event.complete:
             return None
-        plan = self.plan(event.table, event.columns)
+        columns = event.columns
+        current = self._current.get(event.table_id)
+        if current is not None and current[0] is columns:
+            plan = current[1]
+        else:
+            plan = self.plan(event.table, columns)
+            self._current[event.table_id] = (columns, plan)
         if plan is None:
             return None
         packet = event.packet
@@ -131,60 +202,47 @@ class RowDecoder:
 
     def decode_rows(self, plan: Plan, event: RowsEvent, data: bytes) -> list[DecodedRow]:
         """Every row of `data`, the row bytes of `event` (after its column bitmaps)."""
-        ignored = self.ignored
         rows: list[DecodedRow] = []
         pos, end = 0, len(data)
         if isinstance(event, UpdateRowsEvent):
-            first = plan.present(event.columns_present_bitmap)
-            second = plan.present(event.columns_present_bitmap2)
+            first = plan.layout(event.columns_present_bitmap)
+            second = plan.layout(event.columns_present_bitmap2)
             while pos < end:
-                before, before_raw, pos = _image(data, pos, first)
-                after, after_raw, pos = _image(data, pos, second)
-                visible = visible_change(before_raw, after_raw, ignored)
-                rows.append(DecodedRow(before, after, visible))
+                nulls_b, starts_b = first.walk(data, pos)
+                nulls_a, starts_a = second.walk(data, starts_b[-1])
+                pos = starts_a[-1]
+                if first is second:
+                    visible = bool((nulls_b ^ nulls_a) & first.compared_mask) or any(
+                        data[starts_b[i] : starts_b[j]] != data[starts_a[i] : starts_a[j]]
+                        for i, j in first.runs
+                    )
+                else:  # NOBLOB: a column in one image only is a change
+                    visible = visible_change(
+                        first.raw_values(data, nulls_b, starts_b),
+                        second.raw_values(data, nulls_a, starts_a),
+                        self.ignored,
+                    )
+                if visible:
+                    rows.append(
+                        DecodedRow(
+                            first.key_values(data, nulls_b, starts_b),
+                            second.key_values(data, nulls_a, starts_a),
+                            True,
+                        )
+                    )
+                else:
+                    rows.append(DecodedRow({}, {}, False))
             return rows
-        present = plan.present(event.columns_present_bitmap)
+        layout = plan.layout(event.columns_present_bitmap)
         deleting = isinstance(event, DeleteRowsEvent)
         while pos < end:
-            values, _, pos = _image(data, pos, present)
+            nulls, starts = layout.walk(data, pos)
+            pos = starts[-1]
+            values = layout.key_values(data, nulls, starts)
             rows.append(
                 DecodedRow(values, None, True) if deleting else DecodedRow(None, values, True)
             )
         return rows
-
-
-def _image(
-    data: bytes, pos: int, slots: tuple[Slot, ...]
-) -> tuple[dict[str, Any], dict[str, bytes | None], int]:
-    """Walk one row image from `pos`: its key columns decoded, its compared columns as raw
-    bytes (None for NULL), and the position after it."""
-    nulls_len = (len(slots) + 7) >> 3
-    nulls = int.from_bytes(data[pos : pos + nulls_len], "little")
-    pos += nulls_len
-    keys: dict[str, Any] = {}
-    raw: dict[str, bytes | None] = {}
-    bit = 1
-    for name, width, prefix, reader, compared in slots:
-        if nulls & bit:
-            if reader is not None:
-                keys[name] = None
-            if compared:
-                raw[name] = None
-        else:
-            if prefix:
-                start = pos + prefix
-                stop = start + int.from_bytes(data[pos:start], "little")
-            else:
-                start, stop = pos, pos + width
-            if stop > len(data):
-                raise ValueError(f"row image overruns its event at column {name!r}")
-            if reader is not None:
-                keys[name] = reader(data, start, stop)
-            if compared:
-                raw[name] = data[start:stop]
-            pos = stop
-        bit <<= 1
-    return keys, raw, pos
 
 
 def _shape(column: Any) -> tuple[Any, ...]:
