@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Private MariaDB (binlog on, ROW, FULL image, FULL metadata), a private Redis, a private
-# 6-node Redis Cluster (3 primaries, 3 replicas) and a private TLS Redis (self-signed CA) for
-# primer-cache: own data dirs under .run/ (gitignored), spare ports, idempotent.
+# Private MariaDB (binlog on, ROW, FULL image, FULL metadata), a GTID read replica of it,
+# a private Redis, a private 6-node Redis Cluster (3 primaries, 3 replicas) and a private
+# TLS Redis (self-signed CA) for primer-cache: own data dirs under .run/ (gitignored), spare
+# ports, idempotent.
 #
 #   scripts/services.sh start   start (or reuse) them, load the schema, write .run/services.env
 #   scripts/services.sh stop    stop what this script started (by the PIDs it recorded)
@@ -11,6 +12,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 RUN="$ROOT/.run"
 DB_DIR="$RUN/mariadb"
+REPLICA_DIR="$RUN/replica"
 REDIS_DIR="$RUN/redis"
 CLUSTER_DIR="$RUN/redis-cluster"
 CLUSTER_NODES=6
@@ -86,6 +88,101 @@ start_mariadb() {
   log "MariaDB did not start; see $DB_DIR/error.log"
   tail -20 "$DB_DIR/error.log" >&2 || true
   exit 1
+}
+
+# SQL as root over a server's socket: sql SOCKET STATEMENT (tab-separated rows, no header)
+sql() { mariadb --no-defaults -uroot --socket="$1" -N -B -e "$2"; }
+
+# One field of SHOW SLAVE STATUS on the replica ("" when it is not a replica yet)
+slave_field() {
+  mariadb --no-defaults -uroot --socket="$REPLICA_DIR/sock" -e 'SHOW SLAVE STATUS\G' \
+    | awk -v f="$1" -F': ' '$1 ~ "^ *"f"$" {print $2}'
+}
+
+# A read replica of the private MariaDB (issue 8's tests): GTID replication, its own binlog
+# (log_slave_updates), server id 2. Reused when running; pointed at the primary's current port.
+start_replica() {
+  if alive "$REPLICA_DIR/pid"; then
+    REPLICA_PORT="$(cat "$REPLICA_DIR/port")"
+    log "MariaDB replica already running on port $REPLICA_PORT (pid $(cat "$REPLICA_DIR/pid"))"
+  else
+    mkdir -p "$REPLICA_DIR"
+    if [ ! -d "$REPLICA_DIR/data/mysql" ]; then
+      log "initialising MariaDB replica data dir $REPLICA_DIR/data"
+      mariadb-install-db --no-defaults --datadir="$REPLICA_DIR/data" --user="$(id -un)" \
+        --auth-root-authentication-method=normal >"$REPLICA_DIR/install.log" 2>&1 \
+        || { cat "$REPLICA_DIR/install.log" >&2; exit 1; }
+    fi
+    REPLICA_PORT="$(free_port)"
+    echo "$REPLICA_PORT" >"$REPLICA_DIR/port"
+    # skip-slave-start: it is pointed at the primary (whose port may have changed) below.
+    "$(mariadbd_bin)" --no-defaults --datadir="$REPLICA_DIR/data" --socket="$REPLICA_DIR/sock" \
+      --port="$REPLICA_PORT" --bind-address=127.0.0.1 --user="$(id -un)" --skip-name-resolve \
+      --pid-file="$REPLICA_DIR/pid" --log-error="$REPLICA_DIR/error.log" \
+      --log-bin="$REPLICA_DIR/data/binlog" --binlog-format=ROW --binlog-row-image=FULL \
+      --binlog-row-metadata=FULL --server-id=2 --log-slave-updates --skip-slave-start \
+      --max-connections=300 --innodb-buffer-pool-size=64M \
+      --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 >/dev/null 2>&1 &
+    local up=0
+    for _ in $(seq 1 300); do
+      if sql "$REPLICA_DIR/sock" 'SELECT 1' >/dev/null 2>&1; then up=1; break; fi
+      sleep 0.1
+    done
+    if [ "$up" != 1 ]; then
+      log "MariaDB replica did not start; see $REPLICA_DIR/error.log"
+      tail -20 "$REPLICA_DIR/error.log" >&2 || true
+      exit 1
+    fi
+    log "MariaDB replica up on 127.0.0.1:$REPLICA_PORT"
+  fi
+  follow_primary
+}
+
+follow_primary() {
+  if [ "$(slave_field Master_Port)" = "$DB_PORT" ] && [ "$(slave_field Slave_SQL_Running)" = Yes ] \
+    && [ "$(slave_field Slave_IO_Running)" = Yes ]; then
+    return
+  fi
+  if [ -z "$(sql "$REPLICA_DIR/sock" 'SELECT @@GLOBAL.gtid_slave_pos')" ]; then
+    seed_replica
+  fi
+  sql "$REPLICA_DIR/sock" "STOP SLAVE; CHANGE MASTER TO MASTER_HOST='127.0.0.1', \
+    MASTER_PORT=$DB_PORT, MASTER_USER='root', MASTER_PASSWORD='', \
+    MASTER_USE_GTID=slave_pos, MASTER_CONNECT_RETRY=1; START SLAVE"
+  for _ in $(seq 1 100); do
+    if [ "$(slave_field Slave_IO_Running)" = Yes ] && [ "$(slave_field Slave_SQL_Running)" = Yes ]; then
+      log "MariaDB replica follows 127.0.0.1:$DB_PORT from GTID $(sql "$REPLICA_DIR/sock" \
+        'SELECT @@GLOBAL.gtid_slave_pos')"
+      return
+    fi
+    sleep 0.1
+  done
+  log "MariaDB replica does not replicate: $(slave_field Last_IO_Error) $(slave_field Last_SQL_Error)"
+  exit 1
+}
+
+# A fresh replica starts from a copy of the primary's own schemas and the GTID position of
+# that copy; with none, from the primary's current position.
+seed_replica() {
+  local databases
+  databases="$(sql "$DB_DIR/sock" "SELECT GROUP_CONCAT(schema_name SEPARATOR ' ') \
+    FROM information_schema.schemata WHERE schema_name NOT IN \
+    ('mysql', 'information_schema', 'performance_schema', 'sys')")"
+  if [ -z "$databases" ] || [ "$databases" = NULL ]; then
+    sql "$REPLICA_DIR/sock" "SET GLOBAL gtid_slave_pos = \
+      '$(sql "$DB_DIR/sock" 'SELECT @@GLOBAL.gtid_binlog_pos')'"
+    return
+  fi
+  log "copying schemas $databases to the replica"
+  # shellcheck disable=SC2086 # one word per schema
+  mariadb-dump --no-defaults -uroot --socket="$DB_DIR/sock" --single-transaction --gtid \
+    --master-data=2 --routines --events --databases $databases >"$REPLICA_DIR/seed.sql"
+  local position
+  position="$(sed -n "s/^-- SET GLOBAL gtid_slave_pos='\(.*\)';$/\1/p" "$REPLICA_DIR/seed.sql")"
+  mariadb --no-defaults -uroot --socket="$REPLICA_DIR/sock" --init-command='SET sql_log_bin=0' \
+    <"$REPLICA_DIR/seed.sql"
+  sql "$REPLICA_DIR/sock" "SET GLOBAL gtid_slave_pos = '$position'"
+  rm -f "$REPLICA_DIR/seed.sql"
 }
 
 start_redis() {
@@ -250,6 +347,8 @@ PRIMER_MYSQL_SOCKET=$DB_DIR/sock
 PRIMER_REDIS_CLUSTER_URL=redis://127.0.0.1:$CLUSTER_PORT/0
 PRIMER_REDIS_TLS_URL=rediss://127.0.0.1:$TLS_PORT/0?ssl_ca_certs=$TLS_DIR/ca.crt
 PRIMER_REDIS_TLS_CA=$TLS_DIR/ca.crt
+PRIMER_REPLICA_URL=mysql://root:@127.0.0.1:$REPLICA_PORT/$DB_NAME
+PRIMER_REPLICA_SOCKET=$REPLICA_DIR/sock
 ENV
   log "wrote $ENV_FILE"
 }
@@ -269,6 +368,7 @@ case "${1:-start}" in
   start)
     need_packages
     start_mariadb
+    start_replica
     start_redis
     start_redis_cluster
     start_redis_tls
@@ -279,10 +379,13 @@ case "${1:-start}" in
     stop_one Redis "$REDIS_DIR/pid"
     stop_redis_cluster
     stop_one "TLS Redis" "$TLS_DIR/pid"
+    stop_one "MariaDB replica" "$REPLICA_DIR/pid"
     stop_one MariaDB "$DB_DIR/pid"
     ;;
   status)
     alive "$DB_DIR/pid" && echo "mariadb: running, port $(cat "$DB_DIR/port")" || echo "mariadb: stopped"
+    alive "$REPLICA_DIR/pid" && echo "replica: running, port $(cat "$REPLICA_DIR/port")" \
+      || echo "replica: stopped"
     alive "$REDIS_DIR/pid" && echo "redis: running, port $(cat "$REDIS_DIR/port")" || echo "redis: stopped"
     cluster_running && echo "redis cluster: running, port $(cat "$CLUSTER_DIR/node1/port") and 5 more" \
       || echo "redis cluster: stopped"
