@@ -19,6 +19,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
+    from adapters.replicas import ReplicaError
     from worker.listener import Listener
     from worker.metrics import serve
     from worker.server_check import ServerSettingsError
@@ -31,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     _warn_if_broker_evicts(settings)
     try:
         listener.run()
-    except ServerSettingsError as exc:
+    except (ServerSettingsError, ReplicaError) as exc:
         print(f"primer-cache listen: {exc}", file=sys.stderr)
         return 2
     return 0

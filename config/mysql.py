@@ -65,23 +65,31 @@ class MySQLSettings:
         return params
 
     @classmethod
-    def from_url(cls, url: str, problems: list[str]) -> MySQLSettings | None:
-        """Parse mysql://user:pass@host:port/db; append what is wrong to `problems`."""
+    def from_url(
+        cls,
+        url: str,
+        problems: list[str],
+        name: str = "PRIMER_MYSQL_URL",
+        *,
+        need_database: bool = True,
+    ) -> MySQLSettings | None:
+        """Parse mysql://user:pass@host:port/db; append what is wrong (as `name`) to
+        `problems`. Without `need_database` the /db part may be left out (read replicas)."""
         shown = redact_url(url)
         try:
             parts = urlsplit(url)
             port = parts.port or 3306
         except ValueError as exc:
-            problems.append(f"PRIMER_MYSQL_URL {shown!r} is not a valid URL: {exc}")
+            problems.append(f"{name} {shown!r} is not a valid URL: {exc}")
             return None
         before = len(problems)
         if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
-            problems.append(f"PRIMER_MYSQL_URL {shown!r}: scheme must be mysql://")
+            problems.append(f"{name} {shown!r}: scheme must be mysql://")
         if not parts.hostname:
-            problems.append(f"PRIMER_MYSQL_URL {shown!r} names no host")
+            problems.append(f"{name} {shown!r} names no host")
         database = parts.path.lstrip("/")
-        if not database or "/" in database:
-            problems.append(f"PRIMER_MYSQL_URL {shown!r} names no database (mysql://…/DBNAME)")
+        if (need_database and not database) or "/" in database:
+            problems.append(f"{name} {shown!r} names no database (mysql://…/DBNAME)")
         tls = _tls_options(parts.query, shown, problems)
         if len(problems) > before:
             return None

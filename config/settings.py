@@ -18,6 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 from config.errors import ConfigError
 from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
+from config.replicas import ReplicaSettings, parse_replicas
 from config.secrets import redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -70,6 +71,7 @@ class Settings:
     # runs) sharing one broker keep apart by using different prefixes.
     queue_prefix: str = "primer"
     partitions: PartitionSettings = field(default_factory=PartitionSettings)
+    replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
 
     def __repr__(self) -> str:
         return (
@@ -98,6 +100,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     path = env.get("PRIMER_CONFIG")
     if path:
         values = _read_toml(path, problems)
+    values["replicas"] = parse_replicas(env, values.pop("replicas", None), mysql, problems)
 
     # Per-replica settings: the environment overrides the shared file.
     for name, attr, top in (
@@ -292,7 +295,10 @@ def _read_toml(path: str, problems: list[str]) -> dict[str, Any]:
 def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
     """Map a parsed TOML document onto Settings fields, appending every problem found."""
     values: dict[str, Any] = {}
-    sections = {"cache", "warm", "tables", "listener", "partitions", "celery", "status", "check"}
+    sections = {
+        *("cache", "warm", "tables", "listener", "partitions", "celery", "status", "check"),
+        "replicas",
+    }
     for section, body in doc.items():
         if section not in sections:
             problems.append(f"unknown section [{section}] (known: {', '.join(sorted(sections))})")
@@ -302,6 +308,9 @@ def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any
             continue
         if section == "partitions":
             values["partitions"] = _partitions(body, problems)
+            continue
+        if section == "replicas":
+            values["replicas"] = body  # parsed with PRIMER_REPLICA_URLS in load_settings
             continue
         for key, value in body.items():
             name = f"{section}.{key}"

@@ -15,6 +15,7 @@ from config import ConfigError, Settings, load_settings
 
 # Stable task names: operators call them with `celery -A tasks call <name>`.
 INVALIDATE_TASK = "primer_cache.invalidate"
+REPLICA_FOLLOWUP_TASK = "primer_cache.replica_followup"
 WARM_TASK = "primer_cache.warm"
 WARM_ALL_TASK = "primer_cache.warm_all"
 ENSURE_PARTITIONS_TASK = "primer_cache.ensure_partitions"
@@ -59,6 +60,7 @@ app.conf.update(
     task_default_queue=INVALIDATE_QUEUE,
     task_routes={
         INVALIDATE_TASK: {"queue": INVALIDATE_QUEUE},
+        REPLICA_FOLLOWUP_TASK: {"queue": INVALIDATE_QUEUE},
         WARM_TASK: {"queue": WARM_QUEUE},
         WARM_ALL_TASK: {"queue": WARM_QUEUE},
         ENSURE_PARTITIONS_TASK: {"queue": MAINTENANCE_QUEUE},
@@ -87,6 +89,18 @@ if settings.check_sample:
         "schedule": float(settings.check_every_s),
         "options": {"queue": MAINTENANCE_QUEUE},
     }
+
+
+@worker_init.connect
+def _refuse_bad_replicas(**_: object) -> None:
+    """A worker that cannot wait for the read replicas would invalidate too early: refuse to
+    start (exit 2, like bad configuration)."""
+    from tasks.health import replica_problem
+
+    problem = replica_problem(settings)
+    if problem:
+        print(f"primer-cache worker: {problem}", file=sys.stderr)
+        raise SystemExit(2)
 
 
 @worker_init.connect

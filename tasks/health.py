@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
+import pymysql
 import redis
 
+from adapters.replicas import ReplicaError, check_replicas
 from config import Settings
+
+log = logging.getLogger(__name__)
 
 
 def broker_eviction_warning(settings: Settings) -> str | None:
@@ -21,4 +27,28 @@ def broker_eviction_warning(settings: Settings) -> str | None:
             f"!!! BROKER REDIS {settings.broker_url} HAS maxmemory-policy={policy}: it may evict "
             "queued tasks and lose invalidations. Use a broker Redis with noeviction. !!!"
         )
+    return None
+
+
+def replica_problem(settings: Settings) -> str | None:
+    """What is wrong with the configured read replicas (None: nothing, or none configured).
+
+    A primary that cannot be reached is not the replicas' fault: the worker starts and
+    says so (the listener checks again when it starts)."""
+    if not settings.replicas:
+        return None
+    from tasks.runtime import connect_mysql
+
+    try:
+        primary = connect_mysql(settings)
+    except pymysql.Error as exc:
+        log.warning("cannot check the read replicas: primary unreachable: %s", exc)
+        return None
+    try:
+        where = f"{settings.mysql.host}:{settings.mysql.port}"
+        check_replicas(primary, settings.replicas, where)
+    except ReplicaError as exc:
+        return str(exc)
+    finally:
+        primary.close()
     return None

@@ -3,7 +3,11 @@ task's side of the completion protocol (adapters.completion).
 
 A listener batch is done once every pass has run: with `cache.second_pass_ms` > 0 the first
 pass queues the delayed second pass and reports progress, and the second pass reports done;
-with 0 the first pass reports done. A batch that fails for anything but a connection fault
+with 0 the first pass reports done. Where read replicas are configured, the first pass waits
+for them before it sweeps (tasks/replica_wait.py); a replica late beyond `replicas.max_wait_s`
+gets follow-up passes, and the batch is only done after the last of them (and its second
+pass): it reports `swept` meanwhile, so it holds the checkpoint but not the backpressure.
+A batch that fails for anything but a connection fault
 (a bug, a value the code cannot handle) falls back to a flush of the primer prefix, logged
 at ERROR and counted, and is then done: never retried forever, never forgotten. Connection
 faults retry (with backoff) until the servers are back.

@@ -213,3 +213,14 @@ def mark_process_dead(pid: int) -> None:
     """A pool child ended: drop its live-gauge files (counters and histograms stay counted)."""
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(pid)
+
+
+def record_replica_followup(client: redis.Redis, state_prefix: str) -> None:
+    """A batch swept before a read replica had applied it: it gets follow-up passes."""
+    client.hincrby(stats_key(state_prefix), "replica_followups", 1)
+
+
+def record_replica_followup_sweep(client: redis.Redis, state_prefix: str) -> None:
+    """A follow-up pass swept again because a late replica caught up."""
+    REPLICA_FOLLOWUPS.inc()
+    client.hincrby(stats_key(state_prefix), "replica_followup_sweeps", 1)

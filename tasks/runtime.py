@@ -1,4 +1,4 @@
-"""Per-process connections for tasks and commands: the cache Redis and MySQL.
+"""Per-process connections for tasks and commands: the cache Redis, MySQL, the read replicas.
 
 Created lazily and again after a fork, so Celery's prefork children never share a socket.
 """
@@ -13,6 +13,7 @@ import pymysql
 import redis
 
 from adapters.redis_client import connect_redis
+from adapters.replicas import ReplicaWaiter
 from config import Settings
 from core.keys import KeyFormat
 
@@ -24,12 +25,14 @@ class Runtime:
         self._pid = os.getpid()
         self._redis: redis.Redis | None = None
         self._db: pymysql.Connection | None = None
+        self._replicas: ReplicaWaiter | None = None
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
             self._pid = os.getpid()
             self._redis = None
             self._db = None
+            self._replicas = None  # the parent's sockets stay the parent's
 
     @property
     def redis(self) -> redis.Redis:
@@ -42,6 +45,14 @@ class Runtime:
                 health_check_interval=30,
             )
         return self._redis
+
+    @property
+    def replicas(self) -> ReplicaWaiter:
+        """Waits for the read replicas the primer server reads from (none configured: no-op)."""
+        self._check_fork()
+        if self._replicas is None:
+            self._replicas = ReplicaWaiter(self.settings.replicas)
+        return self._replicas
 
     def db(self) -> pymysql.Connection:
         """A live autocommit connection to the primer database (reconnects when dropped)."""

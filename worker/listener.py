@@ -24,6 +24,7 @@ from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_r
 from adapters import stats
 from adapters.completion import Completion
 from adapters.redis_client import connect_redis
+from adapters.replicas import check_replicas
 from config import Settings
 from core.batch import Batch
 from worker import metrics
@@ -96,9 +97,14 @@ class Listener:
             self.leadership.release()
 
     def check_settings(self) -> ServerInfo:
+        """The primary's binlog settings (ServerSettingsError) and the read replicas the
+        workers will wait for (ReplicaError)."""
         conn = self._connect()
         try:
-            return check_server(conn)
+            server = check_server(conn)
+            mysql = self.settings.mysql
+            check_replicas(conn, self.settings.replicas, f"{mysql.host}:{mysql.port}")
+            return server
         finally:
             conn.close()
 
