@@ -28,6 +28,7 @@ from config.replicas import ReplicaSettings
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5
+DOWN_BACKOFF_S = 2.0  # after a failure, a replica counts as late without being asked again
 GTID_USED = ("SLAVE_POS", "CURRENT_POS")  # MariaDB Using_Gtid values of a GTID replica
 
 
@@ -42,12 +43,14 @@ def replica_id(replica: MySQLSettings) -> str:
     return f"{replica.host}:{replica.port}"
 
 
-def connect(replica: MySQLSettings, read_timeout: float) -> pymysql.Connection:
+def connect(replica: MySQLSettings, timeout: float = CONNECT_TIMEOUT_S) -> pymysql.Connection:
+    """A connection whose connect and handshake give up after `timeout` seconds (a stopped
+    server accepts TCP connections but never answers)."""
     return pymysql.connect(
         database=replica.database or None,
         autocommit=True,
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=max(1, int(read_timeout) + 1),
+        connect_timeout=timeout,
+        read_timeout=timeout,
         charset="utf8mb4",
         **replica.connect_kwargs(),
     )
@@ -107,7 +110,7 @@ def _primary_info(conn: pymysql.Connection, where: str) -> _Primary:
 def _check_one(replica: MySQLSettings, primary: _Primary) -> None:
     name = replica.url()
     try:
-        conn = connect(replica, CONNECT_TIMEOUT_S)
+        conn = connect(replica)
     except pymysql.Error as exc:
         raise ReplicaError(f"read replica {name}: cannot connect: {exc}") from None
     try:
@@ -200,6 +203,7 @@ class ReplicaWaiter:
         self.replicas = {replica_id(r): r for r in settings.urls}
         self._conns: dict[str, pymysql.Connection] = {}
         self._mariadb: dict[str, bool] = {}
+        self._down_until: dict[str, float] = {}
 
     def lagging(self, gtid: str, timeout: float, only: Iterable[str] | None = None) -> list[str]:
         """Wait up to `timeout` seconds in all until every replica (or those named in `only`)
@@ -216,8 +220,13 @@ class ReplicaWaiter:
         return late
 
     def _reached(self, rid: str, replica: MySQLSettings, gtid: str, timeout: float) -> bool:
+        if time.monotonic() < self._down_until.get(rid, 0.0):
+            return False  # failed a moment ago: do not spend the batch's wait on it again
         try:
-            conn = self._conn(rid, replica)
+            conn = self._conn(rid, replica, timeout)
+            # The wait is bounded by the server; the socket's bound is for a server that
+            # hangs (SIGSTOP, network): pymysql applies _read_timeout on the next read.
+            conn._read_timeout = timeout + 1.0
             with conn.cursor() as cur:
                 if self._mariadb[rid]:
                     # 0: applied; -1: not within the timeout
@@ -232,12 +241,13 @@ class ReplicaWaiter:
         except (pymysql.Error, OSError) as exc:
             log.warning("read replica %s cannot be asked for GTID %s: %s", rid, gtid, exc)
             self._drop(rid)
+            self._down_until[rid] = time.monotonic() + DOWN_BACKOFF_S
             return False
 
-    def _conn(self, rid: str, replica: MySQLSettings) -> pymysql.Connection:
+    def _conn(self, rid: str, replica: MySQLSettings, timeout: float) -> pymysql.Connection:
         conn = self._conns.get(rid)
         if conn is None:
-            conn = connect(replica, self.settings.max_wait_s + CONNECT_TIMEOUT_S)
+            conn = connect(replica, min(CONNECT_TIMEOUT_S, max(0.5, timeout)))
             with conn.cursor() as cur:
                 cur.execute("SELECT VERSION()")
                 self._mariadb[rid] = "MARIADB" in str(cur.fetchone()[0]).upper()

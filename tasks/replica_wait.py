@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 
+from core.backoff import doubling
 from core.batch import Batch
 from tasks import metrics
 from tasks.app import REPLICA_FOLLOWUP_TASK, app, queue_name
@@ -53,7 +54,7 @@ def wait_before_sweep(rt: Runtime, batch: Batch) -> list[str]:
 
 def followup_delay(attempt: int) -> float:
     """Seconds before follow-up poll number `attempt` (1, 2, ...): doubling, capped."""
-    return min(FOLLOWUP_MAX_DELAY_S, FOLLOWUP_FIRST_DELAY_S * 2 ** max(0, attempt - 1))
+    return doubling(attempt, FOLLOWUP_FIRST_DELAY_S, FOLLOWUP_MAX_DELAY_S)
 
 
 def send_followup(rt: Runtime, batch: Batch, late: list[str], attempt: int) -> None:

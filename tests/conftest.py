@@ -55,6 +55,22 @@ def admin(mysql_params: dict[str, Any]) -> Iterator[pymysql.Connection]:
 
 
 @pytest.fixture(scope="session")
+def replica_params(services: dict[str, str]) -> dict[str, Any]:
+    """The read replica scripts/services.sh starts (GTID replication of the private MariaDB)."""
+    url = services.get("PRIMER_REPLICA_URL")
+    if not url:
+        _unavailable("PRIMER_REPLICA_URL is not set (scripts/services.sh starts the replica)")
+    problems: list[str] = []
+    parsed = MySQLSettings.from_url(url, problems, "PRIMER_REPLICA_URL", need_database=False)
+    assert parsed is not None, problems
+    try:
+        connect(parsed.connect_kwargs()).close()
+    except pymysql.err.OperationalError as exc:
+        _unavailable(f"MariaDB replica: {exc}")
+    return parsed.connect_kwargs()
+
+
+@pytest.fixture(scope="session")
 def redis_client(services: dict[str, str]) -> redis.Redis:
     client = redis.Redis.from_url(services.get("PRIMER_REDIS_URL", "redis://127.0.0.1:6379/0"))
     try:

@@ -1,0 +1,294 @@
+"""Read replicas against a real GTID replica (scripts/services.sh): invalidation waits until the
+replica has applied a change, a late or stopped replica gets follow-up passes that remove
+what was filled from it meanwhile, and a replica that cannot be waited for stops the
+processes at start (exit 2, naming it)."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import pytest
+import redis
+
+from config.query import SEED_WARM_PATTERNS, Query
+from tests.services import ROOT, VENV_BIN, Process, child_env, cli, connect, wait_for
+from tests.sidecar import Sidecar, isolated
+from tests.warm_fixtures import WarmEnv, cached, fresh, same, seed_elements, warm_env
+
+# isort: split
+# After warm_fixtures: tasks.app reads its settings from os.environ when imported.
+from core.response import decode, encode
+from tasks.primer_query import fresh_response
+
+# A query no warm pattern covers: only a primer server's miss fills it (here, from the replica).
+AD_HOC = Query(("security",), priority_threshold=0.3, limit=40)
+REPLICA_PID = ROOT / ".run" / "replica" / "pid"
+
+
+def replicas_toml(replica_params: dict[str, Any], max_wait_s: float) -> str:
+    url = f"mysql://{replica_params['user']}:@{replica_params['host']}:{replica_params['port']}"
+    return f'[replicas]\nurls = ["{url}"]\nmax_wait_s = {max_wait_s}\n'
+
+
+def primary_position(conn: pymysql.Connection) -> str:
+    with conn.cursor() as cur:
+        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
+        return str(cur.fetchone()[0])
+
+
+def caught_up(replica: pymysql.Connection, primary: pymysql.Connection) -> None:
+    """Wait (bounded, by the server) until the replica has applied all the primary wrote."""
+    position = primary_position(primary)
+    with replica.cursor() as cur:
+        cur.execute("SELECT MASTER_GTID_WAIT(%s, 60)", (position,))
+        assert cur.fetchone()[0] == 0, f"replica did not reach {position} within 60 s"
+
+
+@contextmanager
+def sql_thread_stopped(replica: pymysql.Connection) -> Iterator[None]:
+    """The replica receives but does not apply: held behind until the block ends."""
+    with replica.cursor() as cur:
+        cur.execute("STOP SLAVE SQL_THREAD")
+    try:
+        yield
+    finally:
+        with replica.cursor() as cur:
+            cur.execute("START SLAVE SQL_THREAD")
+
+
+@contextmanager
+def replica_process_stopped() -> Iterator[None]:
+    """The replica server frozen (SIGSTOP): down, as far as any client can tell."""
+    assert REPLICA_PID.exists(), f"{REPLICA_PID} missing: scripts/services.sh starts the replica"
+    pid = int(REPLICA_PID.read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def fill_from(conn: pymysql.Connection, env: WarmEnv, query: Query) -> dict:
+    """What a primer server does on a miss: query (here the replica), SET the answer."""
+    response = fresh_response(conn, env.settings, query)
+    env.cache.set(
+        env.keys.build(query),
+        encode(response, compression=env.settings.compression),
+        ex=env.settings.ttl_seconds,
+    )
+    return decode(encode(response, compression=False))
+
+
+# ---- the race, with and without the replica setting ------------------------------------------
+
+
+@pytest.mark.parametrize("with_replicas", [True, False], ids=["replicas", "no-replicas"])
+def test_a_fill_from_a_held_replica_is_gone_once_it_applies_the_change(
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    replica_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+    with_replicas: bool,
+) -> None:
+    toml = replicas_toml(replica_params, max_wait_s=1) if with_replicas else ""
+    with warm_env(services, mysql_params, redis_client, tmp_path, toml_extra=toml) as env:
+        seed_elements(env.conn, 200, random.Random(8))
+        env.start_worker()
+        env.start_listener()
+        wait_for(
+            lambda: all(cached(env, q) for q in SEED_WARM_PATTERNS),
+            timeout=30,
+            what="the cold start warming every seed pattern",
+        )
+        replica = connect(replica_params)
+        caught_up(replica, env.conn)
+        replica_db = connect(replica_params, env.database)
+        key = env.keys.build(AD_HOC)
+        try:
+            with sql_thread_stopped(replica):
+                env.execute(
+                    "UPDATE megamind_chunks SET content = CONCAT(content, ' (v2)') "
+                    "WHERE realm_id = 'GLOBAL' AND element_category = 'security'"
+                )
+                env.sync()  # the change's batch has been swept (after max_wait_s, if waiting)
+                filled = fill_from(replica_db, env, AD_HOC)  # a miss served by the replica
+                assert not same(filled, fresh(env, AD_HOC)), "the replica should be behind"
+            caught_up(replica, env.conn)
+            if with_replicas:
+                wait_for(
+                    lambda: not env.cache.exists(key),
+                    timeout=30,
+                    what=f"the follow-up pass to remove the replica's fill of {key}",
+                )
+                wait_for(
+                    lambda: all(same(cached(env, q), fresh(env, q)) for q in SEED_WARM_PATTERNS),
+                    timeout=30,
+                    what="every warm key equal to the primary's answer",
+                )
+                stats = env.cache.hgetall(f"{env.state_prefix}stats")
+                assert int(stats[b"replica_followups"]) >= 1
+                assert int(stats[b"replica_followup_sweeps"]) >= 1
+            else:
+                env.sync()  # everything the sidecar does for the change has been done
+                held = cached(env, AD_HOC)
+                assert held is not None and same(held, filled)
+                assert not same(held, fresh(env, AD_HOC))  # stale until its TTL
+        finally:
+            replica_db.close()
+            replica.close()
+
+
+def test_a_change_is_swept_after_the_replica_applied_it(
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    replica_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """Within max_wait_s the sweep waits for the replica: a fill from the held replica made
+    before it applies the change is swept once it does, by the first pass itself."""
+    toml = replicas_toml(replica_params, max_wait_s=60)
+    with isolated(Sidecar, services, mysql_params, redis_client, tmp_path, extra_toml=toml) as car:
+        car.start_worker()
+        car.start_listener()
+        replica = connect(replica_params)
+        try:
+            caught_up(replica, car.conn)
+            (key,) = car.plant(Query(("waits",)))
+            with sql_thread_stopped(replica):
+                car.insert_chunk("w1", "waits")
+                # The sweep holds until the replica applies the insert (a fill from the
+                # replica now would still be the old answer): the key stays ...
+                wait_for(
+                    lambda: _gtid_waits(replica) > 0,
+                    timeout=30,
+                    what="the worker waiting on the replica (MASTER_GTID_WAIT)",
+                )
+                assert car.present([key]) == {key}
+            # ... and goes once the replica has applied it.
+            wait_for(lambda: not car.present([key]), timeout=30, what=f"{key} to be invalidated")
+            stats = car.redis.hgetall(f"{car.state_prefix}stats")
+            assert b"replica_followups" not in stats  # in time: no follow-up needed
+        finally:
+            replica.close()
+
+
+def _gtid_waits(replica: pymysql.Connection) -> int:
+    """How many clients wait in MASTER_GTID_WAIT on the replica right now."""
+    with replica.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.processlist "
+            "WHERE info LIKE 'SELECT MASTER_GTID_WAIT(%'"
+        )
+        return int(cur.fetchone()[0])
+
+
+# ---- a replica down for longer than max_wait_s ------------------------------------------------
+
+
+def test_a_stopped_replica_does_not_hold_the_pipeline_and_is_followed_up(
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    replica_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    toml = replicas_toml(replica_params, max_wait_s=0.5)
+    with isolated(Sidecar, services, mysql_params, redis_client, tmp_path, extra_toml=toml) as car:
+        car.start_worker()
+        car.start_listener()
+        replica = connect(replica_params)
+        caught_up(replica, car.conn)
+        replica.close()
+        stale: list[str] = []
+        with replica_process_stopped():
+            for n in range(3):
+                (key,) = car.plant(Query((f"down{n}",)))
+                car.insert_chunk(f"d{n}", f"down{n}")
+                # Invalidated on the primary's time although the replica cannot be asked ...
+                wait_for(lambda k=key: not car.present([k]), timeout=30, what=f"{key} swept")
+                # ... and then refilled by a primer server reading the frozen replica.
+                car.plant(Query((f"down{n}",)))
+                stale.append(key)
+            car.sync()
+            assert car.present(stale) == set(stale)  # only the follow-up can remove them
+        wait_for(
+            lambda: not car.present(stale),
+            timeout=60,
+            what="the follow-up passes to remove the fills made while the replica was down",
+        )
+        stats = car.redis.hgetall(f"{car.state_prefix}stats")
+        assert int(stats[b"replica_followups"]) >= 3
+
+
+# ---- start-up checks --------------------------------------------------------------------------
+
+
+WORKER = [
+    str(VENV_BIN / "celery"),
+    *("-A", "tasks", "worker", "-c", "1", "-Q", "replica-check", "--loglevel", "INFO"),
+    *("--without-gossip", "--without-mingle", "--without-heartbeat"),
+]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _worker(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        WORKER,
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("process", ["listener", "worker"])
+def test_a_replica_that_cannot_be_waited_for_stops_the_process(
+    services: dict[str, str], mysql_params: dict[str, Any], process: str
+) -> None:
+    unreachable = f"mysql://root@127.0.0.1:{_free_port()}/megamind"
+    # The primary under another name: reachable, but replicating from nobody.
+    not_a_replica = f"mysql://root@localhost:{mysql_params['port']}/megamind"
+    env = child_env(services, PRIMER_REPLICA_URLS=f"{unreachable},{not_a_replica}")
+    done = cli(env, "listen", timeout=60) if process == "listener" else _worker(env)
+    assert done.returncode == 2, done.stderr
+    assert f"read replica {unreachable.replace('root@', 'root:@')}: cannot connect" in done.stderr
+    assert "read replica mysql://root:@localhost:" in done.stderr
+    assert "is not replicating" in done.stderr
+
+
+def test_the_real_replica_passes_the_start_check(
+    services: dict[str, str], replica_params: dict[str, Any], tmp_path: Path
+) -> None:
+    url = f"mysql://root@{replica_params['host']}:{replica_params['port']}"
+    env = child_env(services, PRIMER_REPLICA_URLS=url)
+    proc = Process(
+        WORKER,
+        env,
+        tmp_path / "worker.log",
+    )
+    try:
+        wait_for(
+            lambda: "ready" in proc.output() or not proc.alive(), timeout=60, what="worker ready"
+        )
+        assert proc.alive(), proc.output()
+        assert "read replica" not in proc.output()
+    finally:
+        proc.stop()
