@@ -6,13 +6,16 @@ stream it opens) and the batch's number in it. A task reports
 - `progress(batch)`: still at it (a first pass whose second pass is queued, a follow-up
   waiting on a replica); the listener then waits another `redeliver_after_s` before it
   publishes the batch again;
+- `swept(batch)`: progress, and the batch's first sweep has run; what is left (read-replica
+  follow-up passes, which may wait long on a replica that is down) does not load the
+  workers, so the batch no longer counts against `max_in_flight`;
 - `done(batch)`: every pass has run; the listener may checkpoint past the batch.
 
 The state is one Redis hash per term under the state prefix: field `d<seq>` once the batch
-is done, `p<seq>` counting its progress reports. The hash expires a day after its last
-write. If it is lost (evicted, Redis restarted empty) the listener sees no progress and
-publishes its batches again: the safe side. Batches with seq 0 (operators', the cold-start
-warm-up) take no part: reports about them are no-ops.
+is done, `s<seq>` once it is swept, `p<seq>` counting its progress reports. The hash expires
+a day after its last write. If it is lost (evicted, Redis restarted empty) the listener sees
+no progress and publishes its batches again: the safe side. Batches with seq 0 (operators',
+the cold-start warm-up) take no part: reports about them are no-ops.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ class BatchState:
 
     done: bool = False
     progress: int = 0  # progress reports; any change means "still alive"
+    swept: bool = False  # first sweep run; only follow-up passes are left
 
 
 def completion_key(state_prefix: str, term: str) -> str:
@@ -53,6 +57,17 @@ class Completion:
             self._write(batch.term, lambda pipe, key: pipe.hincrby(key, f"p{batch.seq}", 1))
             log.debug("batch %s/%d: progress reported", batch.term, batch.seq)
 
+    def swept(self, batch: Batch) -> None:
+        """The batch's first sweep ran; follow-up passes are still to come. Also progress."""
+        if _tracked(batch):
+
+            def op(pipe: redis.client.Pipeline, key: str) -> None:
+                pipe.hset(key, f"s{batch.seq}", 1)
+                pipe.hincrby(key, f"p{batch.seq}", 1)
+
+            self._write(batch.term, op)
+            log.debug("batch %s/%d: swept, follow-up passes pending", batch.term, batch.seq)
+
     def done(self, batch: Batch) -> None:
         """Every pass of the batch has run: the listener may checkpoint past it."""
         if _tracked(batch):
@@ -64,10 +79,14 @@ class Completion:
         order = list(seqs)
         if not order:
             return {}
-        fields = [f"{kind}{seq}" for seq in order for kind in ("d", "p")]
+        fields = [f"{kind}{seq}" for seq in order for kind in ("d", "p", "s")]
         values = self.client.hmget(completion_key(self.state_prefix, term), fields)
         return {
-            seq: BatchState(done=values[2 * i] is not None, progress=int(values[2 * i + 1] or 0))
+            seq: BatchState(
+                done=values[3 * i] is not None,
+                progress=int(values[3 * i + 1] or 0),
+                swept=values[3 * i + 2] is not None,
+            )
             for i, seq in enumerate(order)
         }
 

@@ -165,7 +165,10 @@ def invalidate(payload: dict) -> dict:
         batch = Batch.from_json(payload)
         if not batch.second_pass:
             completion.progress(batch)  # started: its deadline runs from now
+        late = wait_before_sweep(rt, batch)
         result = run_invalidation(rt, batch)
+        if late:
+            send_followup(rt, batch, late, attempt=1)
     except CONNECTION_ERRORS:
         raise  # autoretry, with backoff: not finished
     except Exception as exc:
@@ -173,8 +176,67 @@ def invalidate(payload: dict) -> dict:
         completion.done(batch)
         metrics.record_end_to_end(batch.first_commit)
         return result.to_json()
-    finish(rt, completion, batch)
+    if late:
+        completion.swept(batch)  # its follow-up passes finish it
+    else:
+        finish(rt, completion, batch)
     return result.to_json()
+
+
+# A follow-up that cannot queue its next poll retries too: it is the only pass that removes
+# what a late replica's readers filled.
+_FOLLOWUP_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, BrokerError)
+
+
+@app.task(
+    name=REPLICA_FOLLOWUP_TASK,
+    ignore_result=True,
+    **retry_on(*_FOLLOWUP_RETRIES),
+    max_retries=None,  # a stale fill from a late replica is only removed by this pass
+)
+def replica_followup(payload: dict, late: list[str], attempt: int) -> None:
+    """Sweep a batch again once late read replicas have applied it; poll again (backing
+    off) while any of them has not, reporting progress. Never blocks the batches behind it.
+    The last of these passes finishes the batch (its second pass, then done)."""
+    rt = runtime()
+    completion = Completion(rt.redis, rt.settings.state_prefix)
+    batch = _identity(payload)
+    try:
+        batch = Batch.from_json(payload)
+        caught_up, still = poll_late(rt, batch, late)
+        if caught_up:
+            result = run_invalidation(rt, batch)
+            metrics.record_replica_followup_sweep(rt.redis, rt.settings.state_prefix)
+            log.info(
+                "follow-up pass %d of batch %s: read replicas %s have GTID %s; "
+                "swept again (%d keys deleted)",
+                attempt,
+                _name(batch),
+                ", ".join(caught_up),
+                batch.gtid,
+                result.deleted,
+            )
+        if still:
+            if attempt % 20 == 0:
+                log.warning(
+                    "read replicas %s still lack GTID %s of batch %s after %d follow-up polls",
+                    ", ".join(still),
+                    batch.gtid,
+                    _name(batch),
+                    attempt,
+                )
+            send_followup(rt, batch, still, attempt + 1)
+    except _FOLLOWUP_RETRIES:
+        raise  # autoretry, with backoff: not finished
+    except Exception as exc:
+        fallback_flush(rt, batch, exc)
+        completion.done(batch)
+        metrics.record_end_to_end(batch.first_commit)
+        return
+    if still:
+        completion.progress(batch)  # alive: no redelivery while it waits on the replica
+    else:
+        finish(rt, completion, batch)
 
 
 def _identity(payload: Any) -> Batch:

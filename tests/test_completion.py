@@ -35,6 +35,40 @@ def test_progress_and_done_are_reported_per_term_and_seq(redis_client: redis.Red
         delete_prefix(redis_client, prefix)
 
 
+def test_swept_is_progress_and_is_read_back(redis_client: redis.Redis) -> None:
+    prefix = unique("done") + ":"
+    try:
+        completion = Completion(redis_client, prefix)
+        batch = Batch(term="a.1", seq=1)
+        completion.progress(batch)
+        completion.swept(batch)  # a read replica was late: follow-up passes to come
+        assert completion.states("a.1", [1]) == {1: BatchState(progress=2, swept=True)}
+        completion.done(batch)
+        assert completion.states("a.1", [1])[1].done
+    finally:
+        delete_prefix(redis_client, prefix)
+
+
+def test_swept_batches_hold_the_checkpoint_but_not_the_stream() -> None:
+    """A batch waiting only on a late read replica's follow-up passes does not count against
+    max_in_flight (the pipeline goes on at the primary's pace) but stays the checkpoint."""
+    ledger = Ledger("t", at(0), 100, limit=2, redeliver_after=30)
+    first = ledger.publish(Batch(reason="1"), now=0)
+    ledger.advance(at(5), 105)
+    second = ledger.publish(Batch(reason="2"), now=0)
+    ledger.advance(at(9), 109)
+    assert ledger.full
+    ledger.update({first.seq: BatchState(progress=1, swept=True)}, now=1)
+    assert not ledger.full and ledger.checkpoint() == (at(0), 100)
+    third = ledger.publish(Batch(reason="3"), now=1)
+    ledger.advance(at(12), 112)
+    assert ledger.full  # second and third are not swept
+    ledger.update({second.seq: BatchState(done=True), third.seq: BatchState(done=True)}, now=2)
+    assert not ledger.full and ledger.checkpoint() == (at(0), 100)  # first still pending
+    ledger.update({first.seq: BatchState(done=True)}, now=3)
+    assert ledger.checkpoint() == (at(12), 112) and len(ledger) == 0
+
+
 def test_batches_outside_the_protocol_write_nothing(redis_client: redis.Redis) -> None:
     prefix = unique("done") + ":"
     try:

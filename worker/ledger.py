@@ -8,7 +8,9 @@ reported (adapters.completion), and asks it three things:
   may not have run;
 - which batches are overdue: no progress for `redeliver_after` seconds since they were
   (re)published or last reported progress; the listener publishes them again;
-- whether it is full: `limit` batches not done (backpressure; 0 = never full).
+- whether it is full: `limit` batches not done and not swept (backpressure; 0 = never full).
+  A swept batch waits only on read-replica follow-ups: it holds the checkpoint, not the
+  stream (a replica that is down must not stop invalidation on the primary's time).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class Entry:
     due: float  # when it is overdue (monotonic seconds)
     progress: int = 0  # the last progress count seen
     deliveries: int = 1
+    swept: bool = False  # its first sweep ran; only follow-up passes are left
 
 
 class Ledger:
@@ -57,7 +60,9 @@ class Ledger:
 
     @property
     def full(self) -> bool:
-        return 0 < self.limit <= len(self.entries)
+        if not 0 < self.limit <= len(self.entries):
+            return False
+        return self.limit <= sum(not entry.swept for entry in self.entries.values())
 
     def publish(self, batch: Batch, now: float) -> Batch:
         """Record `batch` (covering what was read since the last one) as published; return it
@@ -83,7 +88,9 @@ class Ledger:
                 continue
             if state.done:
                 finished.append(self.entries.pop(seq))
-            elif state.progress != entry.progress:
+                continue
+            entry.swept = entry.swept or state.swept
+            if state.progress != entry.progress:
                 entry.progress = state.progress
                 entry.due = now + self.redeliver_after
         return finished
