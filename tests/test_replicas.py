@@ -5,6 +5,7 @@ processes at start (exit 2, naming it)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -210,6 +211,7 @@ def test_a_stopped_replica_does_not_hold_the_pipeline_and_is_followed_up(
         caught_up(replica, car.conn)
         replica.close()
         stale: list[str] = []
+        before = primary_position(car.conn)
         with replica_process_stopped():
             for n in range(3):
                 (key,) = car.plant(Query((f"down{n}",)))
@@ -221,13 +223,35 @@ def test_a_stopped_replica_does_not_hold_the_pipeline_and_is_followed_up(
                 stale.append(key)
             car.sync()
             assert car.present(stale) == set(stale)  # only the follow-up can remove them
+            # Not done until followed up: a restart would replay from before the first.
+            assert gtid_seq(checkpoint(car)) <= gtid_seq(before)
         wait_for(
             lambda: not car.present(stale),
             timeout=60,
             what="the follow-up passes to remove the fills made while the replica was down",
         )
+        after = primary_position(car.conn)
+        wait_for(
+            lambda: gtid_seq(checkpoint(car)) >= gtid_seq(after),
+            timeout=30,
+            what=f"the checkpoint to pass {after} once the follow-ups are done",
+        )
         stats = car.redis.hgetall(f"{car.state_prefix}stats")
         assert int(stats[b"replica_followups"]) >= 3
+
+
+def checkpoint(car: Sidecar) -> str:
+    raw = car.redis.get(f"{car.state_prefix}checkpoint")
+    return str(json.loads(raw)["gtid"]) if raw else ""
+
+
+def gtid_seq(position: str) -> int:
+    """The sequence number of domain 0 in a MariaDB GTID position (the primary's domain)."""
+    for gtid in filter(None, position.split(",")):
+        domain, _server, seq = gtid.strip().split("-")
+        if domain == "0":
+            return int(seq)
+    return 0
 
 
 # ---- start-up checks --------------------------------------------------------------------------
