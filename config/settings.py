@@ -100,7 +100,17 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     path = env.get("PRIMER_CONFIG")
     if path:
         values = _read_toml(path, problems)
-    values["replicas"] = parse_replicas(env, values.pop("replicas", None), mysql, problems)
+    replicas = values["replicas"] = parse_replicas(
+        env, values.pop("replicas", None), mysql, problems
+    )
+    redeliver = values.get("redeliver_after_s", Settings.redeliver_after_s)
+    if replicas and isinstance(redeliver, int) and replicas.max_wait_s >= redeliver:
+        # The first pass reports no progress while it waits: the listener would publish
+        # the batch again mid-wait.
+        problems.append(
+            f"replicas.max_wait_s = {replicas.max_wait_s:g} must be below "
+            f"listener.redeliver_after_s = {redeliver}"
+        )
 
     # Per-replica settings: the environment overrides the shared file.
     for name, attr, top in (

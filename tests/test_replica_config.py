@@ -63,6 +63,15 @@ def test_every_bad_replica_setting_is_named(tmp_path: Path) -> None:
     assert "secret" not in text and ":pw@" not in text
 
 
+def test_the_wait_must_end_before_the_listener_redelivers(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[replicas]\nmax_wait_s = 30\n[listener]\nredeliver_after_s = 30\n")
+    env = {**GOOD, "PRIMER_CONFIG": str(toml)}
+    assert load_settings(env).replicas.max_wait_s == 30  # no replicas: no wait
+    with pytest.raises(ConfigError, match="max_wait_s = 30 must be below"):
+        load_settings({**env, "PRIMER_REPLICA_URLS": "mysql://r"})
+
+
 @given(
     st.integers(min_value=1, max_value=10_000),
     st.floats(min_value=0.001, max_value=10),
