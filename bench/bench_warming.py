@@ -21,7 +21,7 @@ import random
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,11 +96,21 @@ class Clock:
 
 
 class PrimerServer:
-    """One reader thread of the simulated primer server."""
+    """One reader thread of the simulated primer server. It fills misses from `read_from`
+    (a read replica's connection parameters; default the primary) and judges staleness
+    against the primary, where it also writes its access-count bumps."""
 
-    def __init__(self, env: WarmEnv, mysql: dict[str, Any], clock: Clock, seed: int) -> None:
+    def __init__(
+        self,
+        env: WarmEnv,
+        mysql: dict[str, Any],
+        clock: Clock,
+        seed: int,
+        read_from: dict[str, Any] | None = None,
+    ) -> None:
         self.env = env
         self.conn = connect(mysql, env.database)
+        self.source = self.conn if read_from is None else connect(read_from, env.database)
         self.cache = redis.Redis.from_url(env.settings.redis_url)
         self.clock = clock
         self.rng = random.Random(seed)
@@ -113,7 +123,7 @@ class PrimerServer:
         raw = self.cache.get(key)
         if raw is None:
             self.stats.misses += 1
-            response = self._query(query)
+            response = self._query(query, self.source)
             # The server's own fill: unguarded, the stale-set race the second pass covers.
             value = encode(response, compression=True)
             self.cache.set(key, value, ex=self.env.settings.ttl_seconds)
@@ -121,18 +131,18 @@ class PrimerServer:
             self.stats.hits += 1
             response = decode(raw)
             if epoch is not None:
-                now = comparable(self._query(query), IGNORED)
+                now = comparable(self._query(query, self.conn), IGNORED)
                 if self.clock.quiet_epoch() == epoch:
                     self.stats.judged += 1
                     self.stats.stale += comparable(response, IGNORED) != now
         self._bump([e["element_id"] for e in response["global_elements"]])
 
-    def _query(self, query: Query) -> dict:
+    def _query(self, query: Query, conn: Any) -> dict:
         from datetime import UTC, datetime
 
         from tasks.primer_query import fetch_rows
 
-        rows = fetch_rows(self.conn, self.env.settings, query)
+        rows = fetch_rows(conn, self.env.settings, query)
         return decode(encode(build_response(query, rows, datetime.now(UTC)), compression=False))
 
     def _bump(self, ids: list[str]) -> None:
@@ -147,10 +157,26 @@ class PrimerServer:
             )
 
 
-def read_through(env: WarmEnv, mysql: dict[str, Any], ids: list[str]) -> ReadStats:
+def _nothing() -> None:
+    pass
+
+
+def read_through(
+    env: WarmEnv,
+    mysql: dict[str, Any],
+    ids: list[str],
+    *,
+    read_from: dict[str, Any] | None = None,
+    quiet_s: float = QUIET_S,
+    before_burst: Callable[[], None] = _nothing,
+    after_burst: Callable[[], None] = _nothing,
+) -> ReadStats:
+    """Readers through the cache during bursts of changes. `after_burst` runs after a
+    burst's last write and before the quiet time in which reads are judged (a replica
+    held behind catches up there)."""
     clock = Clock()
     stop = threading.Event()
-    servers = [PrimerServer(env, mysql, clock, seed) for seed in range(READERS)]
+    servers = [PrimerServer(env, mysql, clock, seed, read_from) for seed in range(READERS)]
 
     def loop(server: PrimerServer) -> None:
         while not stop.is_set():
@@ -167,6 +193,7 @@ def read_through(env: WarmEnv, mysql: dict[str, Any], ids: list[str]) -> ReadSta
         for burst in range(BURSTS):
             with clock.lock:
                 clock.writing, clock.epoch = True, clock.epoch + 1
+            before_burst()
             with writer.cursor() as cur:
                 for n in range(BURST_WRITES):
                     column, value = rng.choice(
@@ -182,9 +209,10 @@ def read_through(env: WarmEnv, mysql: dict[str, Any], ids: list[str]) -> ReadSta
                         (value, rng.choice(ids)),
                     )
                     stop.wait(0.005)
+            after_burst()
             with clock.lock:
                 clock.writing, clock.last_write = False, time.monotonic()
-            stop.wait(QUIET_S)
+            stop.wait(quiet_s)
     finally:
         stop.set()
         for thread in threads:
@@ -194,6 +222,8 @@ def read_through(env: WarmEnv, mysql: dict[str, Any], ids: list[str]) -> ReadSta
     for server in servers:
         total.add(server.stats)
         server.conn.close()
+        if server.source is not server.conn:
+            server.source.close()
     return total
 
 
