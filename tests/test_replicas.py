@@ -157,7 +157,7 @@ def test_a_change_is_swept_after_the_replica_applied_it(
 ) -> None:
     """Within max_wait_s the sweep waits for the replica: a fill from the held replica made
     before it applies the change is swept once it does, by the first pass itself."""
-    toml = replicas_toml(replica_params, max_wait_s=60)
+    toml = replicas_toml(replica_params, max_wait_s=20)
     with isolated(Sidecar, services, mysql_params, redis_client, tmp_path, extra_toml=toml) as car:
         car.start_worker()
         car.start_listener()
