@@ -5,7 +5,6 @@ processes at start (exit 2, naming it)."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -241,8 +240,7 @@ def test_a_stopped_replica_does_not_hold_the_pipeline_and_is_followed_up(
 
 
 def checkpoint(car: Sidecar) -> str:
-    raw = car.redis.get(f"{car.state_prefix}checkpoint")
-    return str(json.loads(raw)["gtid"]) if raw else ""
+    return str((car.checkpoint() or {}).get("gtid", ""))
 
 
 def gtid_seq(position: str) -> int:
