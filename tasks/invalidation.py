@@ -29,8 +29,9 @@ from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from tasks import metrics, warming
-from tasks.app import INVALIDATE_TASK, app, queue_name
+from tasks.app import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, app, queue_name
 from tasks.elements import chunk_images
+from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, sweep
