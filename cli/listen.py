@@ -30,12 +30,31 @@ def run(args: argparse.Namespace) -> int:
     listener = Listener(settings)
     listener.install_signal_handlers()
     _warn_if_broker_evicts(settings)
+    if not _load_lease_library(listener):
+        return 2
     try:
         listener.run()
     except (ServerSettingsError, ReplicaError) as exc:
         print(f"primer-cache listen: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _load_lease_library(listener: Any) -> bool:
+    """The primer server's fills and the warms need the lease functions: load them (the
+    worker does too); False, with the reason on stderr, on a Redis without functions."""
+    import redis
+
+    from adapters.leases import LeaseLibraryError, load_library
+
+    try:
+        load_library(listener.redis)
+    except LeaseLibraryError as exc:
+        print(f"primer-cache listen: {exc}", file=sys.stderr)
+        return False
+    except redis.RedisError as exc:  # Redis away: the workers load it once it is back
+        logging.getLogger("primer_cache").warning("could not load the lease functions: %s", exc)
+    return True
 
 
 def _warn_if_broker_evicts(settings: Settings) -> None:

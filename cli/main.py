@@ -1,4 +1,4 @@
-"""`primer-cache`: listen, warm, invalidate, partitions, status, check."""
+"""`primer-cache`: listen, warm, invalidate, partitions, status, check, functions."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from cli import check, invalidate, listen, partitions, status, warm
+from cli import check, functions, invalidate, listen, partitions, status, warm
 from cli.errors import OperationError, UsageError
 from config import ConfigError
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="primer-cache", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (listen, warm, invalidate, partitions, status, check):
+    for module in (listen, warm, invalidate, partitions, status, check, functions):
         module.register(commands)
     return parser
 

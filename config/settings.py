@@ -21,6 +21,12 @@ from config.query import SEED_WARM_PATTERNS, Query
 from config.replicas import ReplicaSettings, parse_replicas
 from config.secrets import redact_url
 
+# The lease keys' prefix (core.keys builds and parses lease names). Fixed, not under the
+# configurable state prefix: the function library is one per Redis server, shared by every
+# sidecar (and test) using it, so it cannot know a per-sidecar prefix. Leases of different
+# sidecars stay apart because each lease name holds its whole cache key.
+LEASE_PREFIX = "primer-cache:lease:"
+
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KEY_PREFIX = "megamind:primer:"
 DEFAULT_KEY_TEMPLATE = "primer:{cats}:{priority_threshold}:{enforcement_level}:{sort_by}:{limit}"
@@ -44,7 +50,7 @@ class Settings:
     broker_url: str = "redis://127.0.0.1:6379/1"
     key_prefix: str = DEFAULT_KEY_PREFIX
     key_template: str = DEFAULT_KEY_TEMPLATE
-    # The sidecar's own keys (checkpoint, leader lock, warm generations). Must lie outside
+    # The sidecar's own keys (checkpoint, leader lock, warm locks, stats). Must lie outside
     # the primer keys' SCAN pattern, or a sweep would delete them.
     state_prefix: str = "primer-cache:"
     ttl_seconds: int = 3600
@@ -53,6 +59,12 @@ class Settings:
     warm_refresh_seconds: int = 2700  # beat re-warms before the TTL runs out
     ignored_columns: frozenset[str] = frozenset({"access_count", "last_accessed", "updated_at"})
     second_pass_ms: int = 250
+    # Refresh, not miss: after a sweep, recompute up to refresh_max_keys of the deleted keys
+    # that were read within refresh_idle_seconds (OBJECT FREQ >= refresh_min_freq under an
+    # LFU policy). 0 turns it off.
+    refresh_max_keys: int = 100
+    refresh_idle_seconds: int = 60
+    refresh_min_freq: int = 6  # LFU counters start at 5: above it means read since written
     chunks_table: str = "megamind_chunks"
     elements_table: str = "megamind_global_elements"
     server_id: int = 0
@@ -265,6 +277,9 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("cache", "ignored_columns"): ("ignored_columns", _columns),
     ("cache", "second_pass_ms"): ("second_pass_ms", _int(0, 60_000)),
     ("warm", "refresh_seconds"): ("warm_refresh_seconds", _int(10, 30 * 86400)),
+    ("refresh", "max_keys"): ("refresh_max_keys", _int(0, 10_000)),
+    ("refresh", "idle_seconds"): ("refresh_idle_seconds", _int(1, 30 * 86400)),
+    ("refresh", "min_freq"): ("refresh_min_freq", _int(0, 255)),
     ("tables", "chunks"): ("chunks_table", _identifier),
     ("tables", "global_elements"): ("elements_table", _identifier),
     ("listener", "server_id"): ("server_id", _int(1, 2**32 - 1)),
@@ -306,8 +321,8 @@ def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any
     """Map a parsed TOML document onto Settings fields, appending every problem found."""
     values: dict[str, Any] = {}
     sections = {
-        *("cache", "warm", "tables", "listener", "partitions", "celery", "status", "check"),
-        "replicas",
+        *("cache", "warm", "refresh", "tables", "listener", "partitions"),
+        *("celery", "status", "check", "replicas"),
     }
     for section, body in doc.items():
         if section not in sections:
@@ -347,6 +362,10 @@ def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any
             problems.append(
                 f"cache.state_prefix {state!r} overlaps the primer keys' prefix {head!r}: "
                 "sweeps would delete the sidecar's own state"
+            )
+        if head.startswith(LEASE_PREFIX) or LEASE_PREFIX.startswith(head):
+            problems.append(
+                f"the primer keys' prefix {head!r} overlaps the lease keys' {LEASE_PREFIX!r}"
             )
     return values
 

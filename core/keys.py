@@ -7,6 +7,11 @@ Default keys reproduce the seed's `generate_cache_key` under the L2 prefix, byte
 `cats` is `"_".join(sorted(categories))`. Categories may themselves contain `_`, so a
 parsed key keeps `cats` as the joined text; the predicate (core.predicate) treats every
 `_`-aligned run of it as a category the key may list.
+
+Lease keys (the primer server's fill guard, adapters.leases) are named here too: the lease on
+cache key K is `primer-cache:lease:{T}K`, T being K's Redis hash tag, so it lives in K's hash
+slot (Redis Cluster runs a function on one slot only). The Lua library computes the same name
+(adapters/lease_library.py); tests hold the two to one spec.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
 from config.query import Query
+from config.settings import LEASE_PREFIX
 
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
@@ -26,6 +32,56 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 def escape_glob(text: str) -> str:
     """Escape Redis glob metacharacters so `text` matches itself only in SCAN MATCH."""
     return _GLOB_SPECIAL.sub(r"\\\1", text)
+
+
+def hash_tag(key: str) -> str | None:
+    """The text Redis Cluster hashes for `key` when it is not the whole key: what lies between
+    the first `{` and the first `}` after it, if that is not empty (Redis's rule exactly)."""
+    start = key.find("{")
+    if start < 0:
+        return None
+    end = key.find("}", start + 1)
+    if end <= start + 1:
+        return None
+    return key[start + 1 : end]
+
+
+def slot_text(key: str) -> str:
+    """The part of `key` that decides its hash slot: its hash tag, else the whole key."""
+    tag = hash_tag(key)
+    return key if tag is None else tag
+
+
+def tagged(prefix: str, key: str) -> str | None:
+    """`prefix{T}key`, a name in `key`'s hash slot (T: `slot_text(key)`), for state that a
+    function or script touches together with `key`. None when no such name exists: a key
+    without a hash tag whose text holds a `}` (the name's tag would end there), or an empty one.
+    `prefix` must hold no `{`."""
+    text = slot_text(key)
+    if not text or "}" in text:
+        return None
+    return f"{prefix}{{{text}}}{key}"
+
+
+def untag(prefix: str, name: str) -> str | None:
+    """The key a `tagged(prefix, key)` name was made for; None when `name` is not one."""
+    if not name.startswith(prefix) or name[len(prefix) : len(prefix) + 1] != "{":
+        return None
+    end = name.find("}", len(prefix) + 1)
+    if end < 0:
+        return None
+    key = name[end + 1 :]
+    return key if tagged(prefix, key) == name else None
+
+
+def lease_key(key: str) -> str | None:
+    """The lease state of cache key `key`; None: `key` cannot have one (see `tagged`)."""
+    return tagged(LEASE_PREFIX, key)
+
+
+def leased_key(name: str) -> str | None:
+    """The cache key a lease key guards; None when `name` is not a lease key."""
+    return untag(LEASE_PREFIX, name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +213,21 @@ class KeyFormat:
     def scan_pattern(self) -> str:
         """SCAN MATCH pattern for every key under this format (and nothing else's)."""
         return escape_glob(self.head) + "*"
+
+    def sweep_pattern(self) -> str:
+        """SCAN MATCH pattern for this format's keys and the lease keys guarding them, in one
+        pass (each returned key is then told apart by `classify`)."""
+        return "*" + escape_glob(self.head) + "*"
+
+    def classify(self, name: str) -> tuple[str, str | None]:
+        """What a key `sweep_pattern` returned is: ("cache", name) for a key under this
+        format's head, ("lease", K) for the lease key of such a key K, else ("other", None)."""
+        if name.startswith(self.head):
+            return "cache", name
+        guarded = leased_key(name)
+        if guarded is not None and guarded.startswith(self.head):
+            return "lease", guarded
+        return "other", None
 
 
 def _tail_separator(template: str) -> str | None:

@@ -18,6 +18,7 @@ INVALIDATE_TASK = "primer_cache.invalidate"
 REPLICA_FOLLOWUP_TASK = "primer_cache.replica_followup"
 WARM_TASK = "primer_cache.warm"
 WARM_ALL_TASK = "primer_cache.warm_all"
+REFRESH_TASK = "primer_cache.refresh"
 ENSURE_PARTITIONS_TASK = "primer_cache.ensure_partitions"
 CHECK_TASK = "primer_cache.check_sample"
 
@@ -63,6 +64,7 @@ app.conf.update(
         REPLICA_FOLLOWUP_TASK: {"queue": INVALIDATE_QUEUE},
         WARM_TASK: {"queue": WARM_QUEUE},
         WARM_ALL_TASK: {"queue": WARM_QUEUE},
+        REFRESH_TASK: {"queue": WARM_QUEUE},
         ENSURE_PARTITIONS_TASK: {"queue": MAINTENANCE_QUEUE},
         CHECK_TASK: {"queue": MAINTENANCE_QUEUE},
     },
@@ -110,6 +112,27 @@ def _warn_if_broker_evicts(**_: object) -> None:
     warning = broker_eviction_warning(settings)
     if warning:
         logging.getLogger("primer_cache").warning(warning)
+
+
+@worker_init.connect
+def _load_lease_library(**_: object) -> None:
+    """The warms and refreshes write through the lease functions: load them at start, and
+    refuse to start on a Redis without functions."""
+    import redis
+
+    from adapters.leases import LeaseLibraryError, load_library
+    from adapters.redis_client import RedisConnectError, connect_redis
+
+    try:
+        load_library(connect_redis(settings.redis_url, socket_connect_timeout=5))
+    except LeaseLibraryError as exc:
+        print(f"primer-cache worker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except (
+        redis.RedisError,
+        RedisConnectError,
+    ) as exc:  # the tasks load it on first use once Redis is back
+        logging.getLogger("primer_cache").warning("could not load the lease functions: %s", exc)
 
 
 @worker_init.connect

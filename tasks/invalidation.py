@@ -28,7 +28,7 @@ from adapters.completion import Completion
 from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
-from tasks import metrics, warming
+from tasks import metrics, refresh, warming
 from tasks.app import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, app, queue_name
 from tasks.elements import chunk_images
 from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
@@ -49,10 +49,9 @@ def run_invalidation(
     dry_run: bool = False,
     doomed: Callable[[KeyFilter], bool] | None = None,
 ) -> SweepResult:
-    """Delete (or, dry, list) every cached key the batch affects.
-
-    Order matters for race-free warming: warm generations are bumped before the sweep
-    deletes, so a warm that read the database before the change cannot write after it.
+    """Delete (or, dry, list) every cached key the batch affects, and revoke the leases on
+    them (present or not), so that no fill or warm that read before the change can write
+    after it. Then re-warm the affected patterns and refresh the hot keys it deleted.
     `doomed` narrows the keys below what the batch's images affect (operator commands).
     """
     index: ChangeIndex | None = None
@@ -63,8 +62,7 @@ def run_invalidation(
         index = ChangeIndex(images)
         if not index:
             return SweepResult()
-    if not dry_run:
-        warming.before_delete(rt, index)
+    heat = None if dry_run or index is None else refresh.heat_probe(rt)
     started = time.perf_counter()
     if index is None:
         result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
@@ -79,12 +77,13 @@ def run_invalidation(
             batch.upto or "-",
         )
     else:
-        result = sweep(rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run)
+        result = sweep(rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run, heat=heat)
         log.info(
-            "%s %d of %d keys for %d images (%d transactions)%s up to %s",
+            "%s %d of %d keys (%d leases revoked) for %d images (%d transactions)%s up to %s",
             "would invalidate" if dry_run else "invalidated",
             result.deleted,
             result.scanned,
+            result.leases_revoked,
             index.size,
             batch.transactions,
             " [second pass]" if batch.second_pass else "",
@@ -97,6 +96,11 @@ def run_invalidation(
             rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started
         )
         warming.after_invalidation(rt, index)
+        if heat is not None:
+            warm_keys = {rt.keys.build(q) for q in warming.affected_patterns(rt.settings, index)}
+            refresh.schedule(
+                rt, refresh.hottest(result, heat, rt.settings.refresh_max_keys, warm_keys)
+            )
     return result
 
 

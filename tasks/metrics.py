@@ -166,11 +166,22 @@ def record_sweep(
 ) -> None:
     KEYS_SCANNED.inc(result.scanned)
     KEYS_INVALIDATED.inc(result.deleted)
+    LEASES_REVOKED.inc(result.leases_revoked)
     SWEEP_SECONDS.observe(seconds)
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(stats_key(state_prefix), "sweeps", 1)
     pipe.hincrby(stats_key(state_prefix), "keys_deleted", result.deleted)
     pipe.hincrby(stats_key(state_prefix), "keys_unparseable", result.unparseable)
+    pipe.hincrby(stats_key(state_prefix), "leases_revoked", result.leases_revoked)
+    pipe.execute()
+
+
+def record_refresh(client: redis.Redis, state_prefix: str, refreshed: int, refused: int) -> None:
+    REFRESHES.inc(refreshed)
+    GUARD_REFUSALS.inc(refused)
+    pipe = client.pipeline(transaction=False)
+    pipe.hincrby(stats_key(state_prefix), "refreshes", refreshed)
+    pipe.hincrby(stats_key(state_prefix), "refreshes_refused", refused)
     pipe.execute()
 
 

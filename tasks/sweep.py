@@ -1,8 +1,14 @@
 """SCAN sweeps of the primer keyspace: find keys with SCAN (never KEYS), delete with UNLINK.
 
-One sweep walks every key under the key format's prefix once and asks `doomed(filter)` of
-each key's filter (memoised: many keys share one filter and differ in sort or limit);
-deletions go out in pipelined UNLINK batches while the scan goes on.
+One sweep walks the keyspace once with MATCH `*<head>*`, which returns the cache keys under
+the key format's head and the lease keys guarding them (core.keys.classify tells them apart;
+anything else it returns is left alone). It asks `doomed(filter)` of each cache key's filter
+(memoised: many keys share one filter and differ in sort or limit). A doomed cache key is
+deleted; a lease key whose cache key is doomed is deleted (the lease revoked), and its cache
+key with it, since a fill may have landed after SCAN passed that key. Deletions go out in
+pipelined UNLINK batches while the scan goes on. With a `Heat` probe, each deleted cache key's
+OBJECT IDLETIME (or FREQ) is read in the same pipeline, just before the UNLINK: the keys read
+recently are the ones worth recomputing (tasks.refresh).
 
 On a Redis Cluster every primary is scanned, concurrently (one thread each: the work is
 network-bound), and deletes are grouped by hash slot (an UNLINK of several keys must stay in
@@ -49,26 +55,50 @@ TOPOLOGY_WAIT = 30.0  # how long to wait for the cluster to agree on its slots a
 NodeSweep = Callable[[redis.Redis], "SweepResult"]
 
 
+@dataclass(frozen=True)
+class Heat:
+    """How to tell a recently read key: OBJECT `command` ("IDLETIME" or "FREQ") and whether
+    its answer makes the key hot."""
+
+    command: str
+    hot: Callable[[int], bool]
+
+
 @dataclass
 class SweepResult:
     scanned: int = 0
     deleted: int = 0
     unparseable: int = 0
+    leases_revoked: int = 0
     keys: list[str] = field(default_factory=list)  # filled on dry runs only
+    # (key, OBJECT answer) of the deleted keys a Heat probe found hot
+    hot: list[tuple[str, int]] = field(default_factory=list)
 
     def add(self, other: SweepResult) -> None:
         self.scanned += other.scanned
         self.deleted += other.deleted
         self.unparseable += other.unparseable
+        self.leases_revoked += other.leases_revoked
         self.keys.extend(other.keys)
+        self.hot.extend(other.hot)
 
     def to_json(self) -> dict[str, object]:
         return {
             "scanned": self.scanned,
             "deleted": self.deleted,
             "unparseable": self.unparseable,
+            "leases_revoked": self.leases_revoked,
             **({"keys": self.keys} if self.keys else {}),
         }
+
+
+@dataclass
+class _Doomed:
+    cache: list[bytes] = field(default_factory=list)
+    leases: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.cache) + len(self.leases)
 
 
 class SweepIncomplete(redis.ConnectionError):
@@ -83,12 +113,14 @@ def sweep(
     *,
     dry_run: bool = False,
     count: int = SCAN_COUNT,
+    heat: Heat | None = None,
 ) -> SweepResult:
     """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
-    prefix that does not parse (safe side: it may hold anything). Dry runs only list them."""
+    prefix that does not parse (safe side: it may hold anything), revoking the leases on all
+    of them (present or not). Dry runs only list the cache keys and count the leases."""
 
     def sweep_node(scanner: redis.Redis) -> SweepResult:
-        return _sweep_node(scanner, client, keys, doomed, dry_run, count)
+        return _sweep_node(scanner, client, keys, doomed, dry_run, count, heat)
 
     if not is_cluster(client):
         return sweep_node(client)
@@ -102,52 +134,89 @@ def _sweep_node(
     doomed: Callable[[KeyFilter], bool],
     dry_run: bool,
     count: int,
+    heat: Heat | None,
 ) -> SweepResult:
     """Scan one node (`scanner`) and delete through `deleter` (the node itself, or the cluster
     client, which routes each slot's UNLINK to whichever primary owns it now)."""
     result = SweepResult()
-    pending: list[bytes | str] = []
+    pending = _Doomed()
     judge = keys.judge(doomed)  # one memo per thread
+    head = keys.head
+    pattern = keys.sweep_pattern()
     cursor = 0
     while True:
-        cursor, batch = scanner.scan(cursor=cursor, match=keys.scan_pattern(), count=count)
-        result.scanned += len(batch)
+        cursor, batch = scanner.scan(cursor=cursor, match=pattern, count=count)
         for raw in batch:
-            verdict = judge(_text(raw))
-            if verdict is None:
-                result.unparseable += 1
-            elif not verdict:
+            text = _text(raw)
+            if text.startswith(head):  # a cache key (nearly every key: the fast path)
+                result.scanned += 1
+                verdict = judge(text)
+                if verdict is None:
+                    result.unparseable += 1
+                elif not verdict:
+                    continue
+                pending.cache.append(_raw(raw))
                 continue
-            pending.append(raw)
+            kind, guarded = keys.classify(text)
+            if kind != "lease" or guarded is None or judge(guarded) is False:
+                continue  # another key that merely contains the head, or a spared lease
+            pending.leases.append(_raw(raw))
+            if not dry_run:
+                pending.cache.append(guarded.encode("utf-8", "surrogateescape"))
         if len(pending) >= UNLINK_BATCH or (cursor == 0 and pending):
-            _delete(deleter, pending, result, dry_run)
-            pending = []
+            _delete(deleter, pending, result, dry_run, heat)
+            pending = _Doomed()
         if cursor == 0:
             return result
 
 
 def _delete(
-    client: redis.Redis, batch: list[bytes | str], result: SweepResult, dry_run: bool
+    client: redis.Redis,
+    doomed: _Doomed,
+    result: SweepResult,
+    dry_run: bool,
+    heat: Heat | None,
 ) -> None:
     if dry_run:
-        result.keys.extend(_text(raw) for raw in batch)
-        result.deleted += len(batch)
+        result.keys.extend(_text(raw) for raw in doomed.cache)
+        result.deleted += len(doomed.cache)
+        result.leases_revoked += len(doomed.leases)
         return
+    by_slot = is_cluster(client)
     pipe = client.pipeline(transaction=False)
-    for group in _unlink_groups(batch, by_slot=is_cluster(client)):
+    if heat is not None:
+        for raw in doomed.cache:
+            pipe.execute_command("OBJECT", heat.command, raw)
+    # Leases first: a fill between the two UNLINKs is refused, one before is deleted after.
+    lease_groups = _unlink_groups(doomed.leases, by_slot=by_slot)
+    for group in [*lease_groups, *_unlink_groups(doomed.cache, by_slot=by_slot)]:
         # execute_command: redis-py's cluster pipeline refuses unlink() of several keys even
         # when they share a slot; the server accepts it (one slot per group, see below).
         pipe.execute_command("UNLINK", *group)
-    result.deleted += sum(pipe.execute())
+    replies = pipe.execute(raise_on_error=False)
+    if heat is not None:
+        probes, replies = replies[: len(doomed.cache)], replies[len(doomed.cache) :]
+        for raw, answer in zip(doomed.cache, probes, strict=True):
+            if isinstance(answer, int) and heat.hot(answer):
+                result.hot.append((_text(raw), answer))
+    counts = [_count(reply) for reply in replies]
+    result.leases_revoked += sum(counts[: len(lease_groups)])
+    result.deleted += sum(counts[len(lease_groups) :])
 
 
-def _unlink_groups(batch: list[bytes | str], *, by_slot: bool) -> list[list[bytes | str]]:
+def _count(reply: object) -> int:
+    if isinstance(reply, Exception):
+        raise reply
+    return int(reply)  # type: ignore[call-overload]
+
+
+def _unlink_groups(batch: list[bytes], *, by_slot: bool) -> list[list[bytes]]:
     """UNLINK argument lists of at most UNLINK_BATCH keys; on a cluster, one slot each."""
     if not by_slot:
         return [batch[i : i + UNLINK_BATCH] for i in range(0, len(batch), UNLINK_BATCH)]
-    slots: dict[int, list[bytes | str]] = defaultdict(list)
+    slots: dict[int, list[bytes]] = defaultdict(list)
     for raw in batch:
-        slots[key_slot(raw if isinstance(raw, bytes) else raw.encode())].append(raw)
+        slots[key_slot(raw)].append(raw)
     return [
         group[i : i + UNLINK_BATCH]
         for group in slots.values()
@@ -224,6 +293,10 @@ def _slot_owners(client: RedisCluster, *, refresh: bool) -> dict[int, str]:
             log.warning("cluster topology unavailable (%s): asking again", exc)
             time.sleep(0.2)
             refresh = True
+
+
+def _raw(raw: bytes | str) -> bytes:
+    return raw if isinstance(raw, bytes) else raw.encode("utf-8", "surrogateescape")
 
 
 def _text(raw: bytes | str) -> str:

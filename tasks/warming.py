@@ -1,20 +1,16 @@
 """Race-free warming of primer keys (DESIGN §4), and the hooks the invalidate task calls.
 
 The stale-set race: a warm SELECTs before a commit and writes after that commit's
-invalidation deleted the key, so the old answer would live until its TTL. The guard:
+invalidation deleted the key, so the old answer would live until its TTL. The guard is the
+primer server's own (adapters.leases): a warm takes a lease on its key before its SELECT
+(primer_cache_warm_lease, granted even when the key is present) and writes through
+primer_cache_fill, which refuses once an invalidation that affects the key has revoked the
+lease; the warm then aborts and runs again. One mechanism for every writer of the cache.
 
-- every warm registers itself in an in-flight registry (a sorted set under the state
-  prefix, scored by a lease deadline so a crashed warm does not stay there);
-- before a sweep deletes, `before_delete` INCRs a generation for every configured warm
-  pattern and every in-flight warm key the change affects (all of them on a flush);
-- a warm reads its key's generation before its SELECT and writes with a compare-and-set
-  script: SET value EX ttl only if the generation is unchanged (and its registration is
-  still live); otherwise it aborts and runs again.
-
-Duplicate requests for one key collapse: a lease lock per key admits one warm; a request
-that finds it held marks the key "pending" and returns "collapsed", and the holder runs
-once more when it finds the mark at the end, so the request is served by a run that began
-after it was made.
+Duplicate requests for one key collapse: a lock per key admits one warm; a request that
+finds it held marks the key "pending" and returns "collapsed", and the holder runs once more
+when it finds the mark at the end, so the request is served by a run that began after it was
+made. Lock and mark are hash-tagged on the key (core.keys.tagged), in its slot.
 """
 
 from __future__ import annotations
@@ -31,9 +27,10 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
+from adapters import leases
 from config import Settings
 from config.query import Query
-from core.keys import KeyFilter
+from core.keys import KeyFilter, tagged
 from core.predicate import ChangeIndex
 from core.response import build_response, encode
 from tasks import metrics
@@ -44,88 +41,63 @@ from tasks.runtime import Runtime, runtime
 
 log = logging.getLogger(__name__)
 
-LEASE_MS = 60_000  # the per-key lock: a crashed warm blocks its key's warms at most this long
-INFLIGHT_MS = 600_000  # registry entry lifetime per attempt; a warm slower than this aborts
-GENERATION_TTL_S = 7 * 86_400  # refreshed on every bump and read; unused generations go away
+LOCK_MS = 60_000  # the per-key lock: a crashed warm blocks its key's warms at most this long
+LEASE_MS = 600_000  # the fill lease of one attempt; a warm slower than this aborts
 IN_PROCESS_ATTEMPTS = 3  # immediate re-runs after an abort before handing over to Celery
 MAX_RUNS = 20  # bound on the runs of one warm (aborts plus pending re-runs)
 ABORT_RETRIES = 100  # Celery retries of a warm that kept aborting (generous: writes settle)
-_TOKEN_LEN = 32  # uuid4().hex: registry members are token + key
 
 
-# KEYS: lock, pending  ARGV: token, lease_ms
+# KEYS: lock, pending  ARGV: token, lock_ms
 _ACQUIRE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
 return 0
 """
-# One attempt begins: renew the lock, serve every pending request (this run starts after
-# them), register in flight, read the generation. Atomic, so no bump can fall in between.
-# KEYS: lock, pending, inflight, generation  ARGV: token, lease_ms, member, deadline_ms, gen_ttl
+# One attempt begins: renew the lock and serve every pending request (this run starts after
+# them). KEYS: lock, pending  ARGV: token, lock_ms
 _START = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
   redis.call('DEL', KEYS[2])
 end
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[3])
-local g = redis.call('GET', KEYS[4])
-if g then redis.call('EXPIRE', KEYS[4], ARGV[5]) else g = '0' end
-return g
-"""
-# KEYS: generation, value, inflight  ARGV: expected generation, value, ttl_s, member
-_COMPARE_AND_SET = """
-if (redis.call('GET', KEYS[1]) or '0') ~= ARGV[1] then return 0 end
-if not redis.call('ZSCORE', KEYS[3], ARGV[4]) then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'EX', ARGV[3])
-return 1
+return 0
 """
 # Returns 1 (keep the lock: a request came in meanwhile, run again) or 0 (released).
-# KEYS: lock, pending, inflight  ARGV: token, member, lease_ms
+# KEYS: lock, pending  ARGV: token, lock_ms
 _FINISH = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   if redis.call('EXISTS', KEYS[2]) == 1 then
-    redis.call('PEXPIRE', KEYS[1], ARGV[3])
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return 1
   end
   redis.call('DEL', KEYS[1])
 end
-redis.call('ZREM', KEYS[3], ARGV[2])
 return 0
 """
-# KEYS: lock, pending, inflight  ARGV: token, member
+# KEYS: lock, pending  ARGV: token
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1], KEYS[2]) end
-redis.call('ZREM', KEYS[3], ARGV[2])
 return 0
 """
 
 
-# ---- state keys -----------------------------------------------------------------------------
-
-
-def inflight_key(state_prefix: str) -> str:
-    return f"{state_prefix}warm:inflight"
-
-
-def generation_key(state_prefix: str, key: str) -> str:
-    return f"{state_prefix}warm:gen:{key}"
+class UnleasableKey(ValueError):
+    """Raised for a key no lease can guard (a `}` before any hash tag): never written."""
 
 
 @dataclass(frozen=True)
 class _StateKeys:
     lock: str
     pending: str
-    inflight: str
-    generation: str
 
     @classmethod
     def of(cls, state_prefix: str, key: str) -> _StateKeys:
-        return cls(
-            lock=f"{state_prefix}warm:lock:{key}",
-            pending=f"{state_prefix}warm:pending:{key}",
-            inflight=inflight_key(state_prefix),
-            generation=generation_key(state_prefix, key),
-        )
+        lock = tagged(f"{state_prefix}warm:lock:", key)
+        pending = tagged(f"{state_prefix}warm:pending:", key)
+        if lock is None or pending is None:
+            raise UnleasableKey(f"key {key!r} cannot carry a lease: not warmed")
+        return cls(lock=lock, pending=pending)
 
 
 # ---- one warm ---------------------------------------------------------------------------------
@@ -137,16 +109,9 @@ class WarmResult:
     rows: int | None
     ms: float
     status: str  # "warmed", "collapsed" (another warm is serving it) or "aborted"
-    generation: int | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "key": self.key,
-            "rows": self.rows,
-            "ms": round(self.ms, 3),
-            "status": self.status,
-            "generation": self.generation,
-        }
+        return {"key": self.key, "rows": self.rows, "ms": round(self.ms, 3), "status": self.status}
 
 
 def warm_query(*args: Any, **kwargs: Any) -> WarmResult:
@@ -162,7 +127,7 @@ def _warm_query(
     query: Query,
     *,
     attempts: int = IN_PROCESS_ATTEMPTS,
-    lease_ms: int = LEASE_MS,
+    lock_ms: int = LOCK_MS,
     guard: bool = True,
     before_write: Callable[[int], None] | None = None,
 ) -> WarmResult:
@@ -174,11 +139,10 @@ def _warm_query(
     key = rt.keys.build(query)
     names = _StateKeys.of(rt.settings.state_prefix, key)
     token = uuid.uuid4().hex
-    member = token + key
     started = time.perf_counter()
     client = rt.redis
     if not client.register_script(_ACQUIRE)(
-        keys=[names.lock, names.pending], args=[token, lease_ms]
+        keys=[names.lock, names.pending], args=[token, lock_ms]
     ):
         log.info("warm of %s collapsed into the warm in flight", key)
         return WarmResult(key, None, _since(started), "collapsed")
@@ -188,7 +152,8 @@ def _warm_query(
         run = 0
         while True:
             run += 1
-            generation = _start_attempt(client, names, token, member, lease_ms)
+            client.register_script(_START)(keys=[names.lock, names.pending], args=[token, lock_ms])
+            lease = leases.warm_lease(client, key, LEASE_MS)
             rows = fetch_rows(rt.db(), rt.settings, query)
             value = encode(
                 build_response(query, rows, datetime.now(UTC)),
@@ -197,36 +162,24 @@ def _warm_query(
             if before_write is not None:
                 before_write(run)
             if guard:
-                written = client.register_script(_COMPARE_AND_SET)(
-                    keys=[names.generation, key, names.inflight],
-                    args=[generation, value, rt.settings.ttl_seconds, member],
+                written = lease is not None and leases.fill(
+                    client, key, lease, value, rt.settings.ttl_seconds
                 )
             else:
-                written = client.set(key, value, ex=rt.settings.ttl_seconds)
+                written = bool(client.set(key, value, ex=rt.settings.ttl_seconds))
             if not written:
                 aborts += 1
                 metrics.GUARD_REFUSALS.inc()
                 log.info(
-                    "warm of %s aborted (run %d): generation %s moved to %s before the write",
-                    key,
-                    run,
-                    generation,
-                    _text(client.get(names.generation)) or "0",
+                    "warm of %s aborted (run %d): its lease was revoked before the write", key, run
                 )
                 if aborts < attempts and run < MAX_RUNS:
                     continue
-                return WarmResult(key, None, _since(started), "aborted", None)
-            log.info(
-                "warmed %s: %d rows at generation %s (run %d, %.1f ms)",
-                key,
-                len(rows),
-                generation,
-                run,
-                _since(started),
-            )
-            result = WarmResult(key, len(rows), _since(started), "warmed", int(generation))
+                return WarmResult(key, None, _since(started), "aborted")
+            log.info("warmed %s: %d rows (run %d, %.1f ms)", key, len(rows), run, _since(started))
+            result = WarmResult(key, len(rows), _since(started), "warmed")
             again = client.register_script(_FINISH)(
-                keys=[names.lock, names.pending, names.inflight], args=[token, member, lease_ms]
+                keys=[names.lock, names.pending], args=[token, lock_ms]
             )
             if not again:
                 held = False  # released by _FINISH
@@ -236,27 +189,14 @@ def _warm_query(
             log.info("warm of %s runs again: a request came in while it ran", key)
     finally:
         if held:
-            _release(client, names, token, member)
+            _release(client, names, token)
 
 
-def _start_attempt(
-    client: redis.Redis, names: _StateKeys, token: str, member: str, lease_ms: int
-) -> str:
-    deadline = int(time.time() * 1000) + INFLIGHT_MS
-    raw = client.register_script(_START)(
-        keys=[names.lock, names.pending, names.inflight, names.generation],
-        args=[token, lease_ms, member, deadline, GENERATION_TTL_S],
-    )
-    return _text(raw) or "0"
-
-
-def _release(client: redis.Redis, names: _StateKeys, token: str, member: str) -> None:
+def _release(client: redis.Redis, names: _StateKeys, token: str) -> None:
     try:
-        client.register_script(_RELEASE)(
-            keys=[names.lock, names.pending, names.inflight], args=[token, member]
-        )
-    except redis.RedisError as exc:  # the lease and the registry deadline clean up after us
-        log.warning("could not release the warm lock of %s: %s", names.lock, exc)
+        client.register_script(_RELEASE)(keys=[names.lock, names.pending], args=[token])
+    except redis.RedisError as exc:  # the lock's expiry cleans up after us
+        log.warning("could not release the warm lock %s: %s", names.lock, exc)
 
 
 # ---- the invalidate task's hooks ----------------------------------------------------------------
@@ -265,40 +205,6 @@ def _release(client: redis.Redis, names: _StateKeys, token: str, member: str) ->
 def affected_patterns(settings: Settings, index: ChangeIndex | None) -> list[Query]:
     """The configured warm patterns a batch affects (every one for a flush)."""
     return [q for q in settings.warm_patterns if index is None or index.affects(KeyFilter.of(q))]
-
-
-def before_delete(rt: Runtime, index: ChangeIndex | None) -> None:
-    """Bump the generation of every warm key the batch affects, before the sweep deletes:
-    configured patterns, and whatever is in flight (index None: a flush; bump all)."""
-    keys = {rt.keys.build(q) for q in affected_patterns(rt.settings, index)}
-    keys.update(_inflight_affected(rt, index))
-    if not keys:
-        return
-    prefix = rt.settings.state_prefix
-    pipe = rt.redis.pipeline(transaction=False)
-    ordered = sorted(keys)
-    for key in ordered:
-        pipe.incr(generation_key(prefix, key))
-        pipe.expire(generation_key(prefix, key), GENERATION_TTL_S)
-    replies = pipe.execute()
-    for key, generation in zip(ordered, replies[::2], strict=True):
-        log.info("bumped warm generation of %s to %d", key, generation)
-
-
-def _inflight_affected(rt: Runtime, index: ChangeIndex | None) -> set[str]:
-    registry = inflight_key(rt.settings.state_prefix)
-    pipe = rt.redis.pipeline(transaction=False)
-    pipe.zremrangebyscore(registry, "-inf", int(time.time() * 1000) - 1)
-    pipe.zrange(registry, 0, -1)
-    _, members = pipe.execute()
-    keys = set()
-    for raw in members:
-        key = (_text(raw) or "")[_TOKEN_LEN:]
-        parsed = rt.keys.parse(key)
-        # A key that does not parse cannot be judged: bump it (safe side).
-        if index is None or parsed is None or index.affects(parsed.filter):
-            keys.add(key)
-    return keys
 
 
 def after_invalidation(rt: Runtime, index: ChangeIndex | None) -> None:
@@ -368,9 +274,3 @@ def enqueue_warms(rt: Runtime, queries: Iterable[Query]) -> list[dict]:
 
 def _since(started: float) -> float:
     return (time.perf_counter() - started) * 1000
-
-
-def _text(raw: bytes | str | None) -> str | None:
-    if raw is None:
-        return None
-    return raw.decode("utf-8", "surrogateescape") if isinstance(raw, bytes) else str(raw)

@@ -58,6 +58,7 @@ class Sidecar:
     second_pass_ms: int = 0
     leader_ttl_ms: int = 3000  # a stall (SIGSTOP) longer than this costs the lead
     warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
+    refresh: bool = False  # False: no refresh of hot keys after a sweep (they stay deleted)
     worker: Process | None = None
     listener: Process | None = None
     processes: list[Process] = field(default_factory=list)
@@ -73,6 +74,7 @@ class Sidecar:
             f'[celery]\nqueue_prefix = "{self.tag}"\n'
             f"[listener]\nleader_ttl_ms = {self.leader_ttl_ms}\n"
             + ("" if self.warm else "[warm]\npatterns = []\n")
+            + ("" if self.refresh else "[refresh]\nmax_keys = 0\n")
             + self.extra_toml
         )
         mysql_url = self.base_env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{self.database}"
@@ -262,7 +264,7 @@ class Sidecar:
         (key,) = self.plant(Query((category,)))
         self.insert_chunk(f"sync-{self.tag}-{n}", category, str(SYNC_IMAGE_PRIORITY), "optional")
         wait_for(
-            lambda: not self.redis.exists(key),
+            lambda: self.redis.get(key) != b"cached",  # deleted (or refreshed)
             timeout=timeout,
             what=f"sentinel {key} to be invalidated",
         )

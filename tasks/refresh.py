@@ -1,0 +1,164 @@
+"""Refresh, not miss: recompute the recently read keys an invalidation deleted.
+
+The sweep reads each deleted key's OBJECT IDLETIME (OBJECT FREQ under an LFU policy) in the
+pipeline that UNLINKs it (tasks.sweep.Heat); the hottest of those, up to the per-batch
+budget, go to the `refresh` task. It groups them by filter (keys that differ only in sort or
+limit share one), runs one SELECT per group with the largest limit, and writes each key's
+response through the lease guard (a lease taken before the SELECT, the value written by
+primer_cache_fill), so a refresh that read before a later commit is refused like any fill.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from kombu.exceptions import OperationalError as BrokerError
+
+from adapters import leases
+from config.query import Query
+from core.response import build_response, encode
+from tasks import metrics
+from tasks.app import REFRESH_TASK, app, queue_name
+from tasks.primer_query import fetch_rows
+from tasks.retry import CONNECTION_ERRORS, retry_on
+from tasks.runtime import Runtime, runtime
+from tasks.sweep import Heat, SweepResult
+
+log = logging.getLogger(__name__)
+
+LEASE_MS = 60_000  # a refresh slower than this is refused (the next read fills instead)
+
+
+def heat_probe(rt: Runtime) -> Heat | None:
+    """The probe for this Redis's eviction policy; None when refresh is off."""
+    settings = rt.settings
+    if settings.refresh_max_keys <= 0:
+        return None
+    if _lfu(rt.redis):
+        return Heat("FREQ", lambda freq: freq >= settings.refresh_min_freq)
+    return Heat("IDLETIME", lambda idle: idle <= settings.refresh_idle_seconds)
+
+
+def _lfu(client: redis.Redis) -> bool:
+    try:
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except redis.ResponseError:  # CONFIG disabled (managed Redis): assume LRU-style idle time
+        return False
+    return "lfu" in str(policy)
+
+
+def hottest(result: SweepResult, heat: Heat, budget: int, skip: set[str]) -> list[str]:
+    """Up to `budget` of the sweep's hot keys, hottest first (least idle, or most frequent)."""
+    sign = -1 if heat.command == "FREQ" else 1
+    ranked = sorted((sign * answer, key) for key, answer in result.hot if key not in skip)
+    return [key for _, key in ranked[:budget]]
+
+
+def schedule(rt: Runtime, keys: list[str]) -> None:
+    if not keys:
+        return
+    try:
+        app.send_task(
+            REFRESH_TASK,
+            args=[keys],
+            queue=queue_name(rt.settings, "warm"),
+            ignore_result=True,
+            retry=True,
+            retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
+        )
+    except BrokerError as exc:  # the keys are deleted (correct); only their warmth is lost
+        log.error("could not enqueue the refresh of %d keys: %s", len(keys), exc)
+
+
+@dataclass
+class RefreshResult:
+    refreshed: int = 0
+    refused: int = 0
+    skipped: int = 0
+    selects: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "refreshed": self.refreshed,
+            "refused": self.refused,
+            "skipped": self.skipped,
+            "selects": self.selects,
+        }
+
+
+def refresh_keys(rt: Runtime, keys: list[str]) -> RefreshResult:
+    """Recompute `keys` (cache key names) through the lease guard, one SELECT per filter."""
+    result = RefreshResult()
+    groups: dict[Query, list[tuple[str, Query]]] = defaultdict(list)
+    underscored = any("_" in key for key in keys) and _underscored_categories(rt)
+    for key in keys:
+        query = _query_of(rt, key, underscored)
+        if query is None:
+            result.skipped += 1
+            continue
+        groups[replace(query, limit=1)].append((key, query))
+    for members in groups.values():
+        _refresh_group(rt, members, result)
+    log.info(
+        "refreshed %d keys with %d SELECTs (%d refused, %d skipped)",
+        result.refreshed,
+        result.selects,
+        result.refused,
+        result.skipped,
+    )
+    return result
+
+
+def _query_of(rt: Runtime, key: str, underscored: bool) -> Query | None:
+    """The query that builds exactly `key`, or None (not ours, non-canonical text, or
+    ambiguous: the key's category text holds `_` and some category does too)."""
+    parsed = rt.keys.parse(key)
+    if parsed is None or (underscored and "_" in parsed.filter.cats):
+        return None
+    query = parsed.query()
+    if query.problems() or rt.keys.build(query) != key:
+        return None
+    return query
+
+
+def _underscored_categories(rt: Runtime) -> bool:
+    with rt.db().cursor() as cur:
+        cur.execute(
+            f"SELECT 1 FROM `{rt.settings.chunks_table}` WHERE element_category LIKE %s LIMIT 1",
+            ("%\\_%",),
+        )
+        return cur.fetchone() is not None
+
+
+def _refresh_group(rt: Runtime, members: list[tuple[str, Query]], result: RefreshResult) -> None:
+    client = rt.redis
+    tokens = [(key, query, leases.warm_lease(client, key, LEASE_MS)) for key, query in members]
+    widest = max(query.limit for _, query, _ in tokens)
+    rows = fetch_rows(rt.db(), rt.settings, replace(members[0][1], limit=widest))
+    result.selects += 1
+    now = datetime.now(UTC)
+    for key, query, token in tokens:
+        if token is None:
+            result.skipped += 1
+            continue
+        value = encode(
+            build_response(query, rows[: query.limit], now), compression=rt.settings.compression
+        )
+        if leases.fill(client, key, token, value, rt.settings.ttl_seconds):
+            result.refreshed += 1
+        else:
+            result.refused += 1
+            log.info("refresh of %s refused: its lease was revoked meanwhile", key)
+
+
+@app.task(name=REFRESH_TASK, ignore_result=True, **retry_on(*CONNECTION_ERRORS), max_retries=5)
+def refresh(keys: list[str]) -> dict:
+    rt = runtime()
+    result = refresh_keys(rt, [str(key) for key in keys])
+    metrics.record_refresh(rt.redis, rt.settings.state_prefix, result.refreshed, result.refused)
+    return result.to_json()
