@@ -5,9 +5,23 @@ Run one alone, with its own options: `python -m bench.bench_pipeline --help`.
 
 import sys
 
-from bench import bench_cluster, bench_partitions, bench_pipeline, bench_replicas, bench_warming
+from bench import (
+    bench_cluster,
+    bench_leases,
+    bench_partitions,
+    bench_pipeline,
+    bench_replicas,
+    bench_warming,
+)
 
-for bench in (bench_pipeline, bench_warming, bench_replicas, bench_partitions, bench_cluster):
+for bench in (
+    bench_pipeline,
+    bench_warming,
+    bench_replicas,
+    bench_leases,
+    bench_partitions,
+    bench_cluster,
+):
     print(f"\n===== {bench.__name__} =====", flush=True)
     sys.argv = [bench.__name__]
     bench.main()

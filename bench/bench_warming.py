@@ -98,7 +98,9 @@ class Clock:
 class PrimerServer:
     """One reader thread of the simulated primer server. It fills misses from `read_from`
     (a read replica's connection parameters; default the primary) and judges staleness
-    against the primary, where it also writes its access-count bumps."""
+    against the primary, where it also writes its access-count bumps. It reads with GET and
+    fills with a plain SET (the stale-set race the second pass covers); bench_leases's reader
+    overrides lookup() and store() to read and fill under a lease."""
 
     def __init__(
         self,
@@ -107,6 +109,8 @@ class PrimerServer:
         clock: Clock,
         seed: int,
         read_from: dict[str, Any] | None = None,
+        patterns: tuple[Query, ...] = READ_PATTERNS,
+        weights: tuple[float, ...] | None = None,
     ) -> None:
         self.env = env
         self.conn = connect(mysql, env.database)
@@ -114,19 +118,26 @@ class PrimerServer:
         self.cache = redis.Redis.from_url(env.settings.redis_url)
         self.clock = clock
         self.rng = random.Random(seed)
+        self.patterns = patterns
+        self.weights = weights  # None: every pattern alike
         self.stats = ReadStats()
 
+    def lookup(self, key: str) -> tuple[bytes | None, str | None]:
+        """The cached value, or None and what store() needs to fill it."""
+        return self.cache.get(key), None
+
+    def store(self, key: str, value: bytes, token: str | None) -> None:
+        self.cache.set(key, value, ex=self.env.settings.ttl_seconds)
+
     def read(self) -> None:
-        query = self.rng.choice(READ_PATTERNS)
+        query = self.rng.choices(self.patterns, self.weights)[0]
         key = self.env.keys.build(query)
         epoch = self.clock.quiet_epoch()
-        raw = self.cache.get(key)
+        raw, token = self.lookup(key)
         if raw is None:
             self.stats.misses += 1
             response = self._query(query, self.source)
-            # The server's own fill: unguarded, the stale-set race the second pass covers.
-            value = encode(response, compression=True)
-            self.cache.set(key, value, ex=self.env.settings.ttl_seconds)
+            self.store(key, encode(response, compression=True), token)
         else:
             self.stats.hits += 1
             response = decode(raw)
@@ -170,18 +181,25 @@ def read_through(
     quiet_s: float = QUIET_S,
     before_burst: Callable[[], None] = _nothing,
     after_burst: Callable[[], None] = _nothing,
+    server: type[PrimerServer] = PrimerServer,
+    patterns: tuple[Query, ...] = READ_PATTERNS,
+    weights: tuple[float, ...] | None = None,
+    readers: int = READERS,
+    interval_s: float = READ_INTERVAL_S,
 ) -> ReadStats:
     """Readers through the cache during bursts of changes. `after_burst` runs after a
     burst's last write and before the quiet time in which reads are judged (a replica
     held behind catches up there)."""
     clock = Clock()
     stop = threading.Event()
-    servers = [PrimerServer(env, mysql, clock, seed, read_from) for seed in range(READERS)]
+    servers = [
+        server(env, mysql, clock, seed, read_from, patterns, weights) for seed in range(readers)
+    ]
 
-    def loop(server: PrimerServer) -> None:
+    def loop(reader: PrimerServer) -> None:
         while not stop.is_set():
-            server.read()
-            stop.wait(READ_INTERVAL_S)
+            reader.read()
+            stop.wait(interval_s)
 
     threads = [threading.Thread(target=loop, args=(s,)) for s in servers]
     for thread in threads:
@@ -219,11 +237,11 @@ def read_through(
             thread.join()
         writer.close()
     total = ReadStats()
-    for server in servers:
-        total.add(server.stats)
-        server.conn.close()
-        if server.source is not server.conn:
-            server.source.close()
+    for reader in servers:
+        total.add(reader.stats)
+        reader.conn.close()
+        if reader.source is not reader.conn:
+            reader.source.close()
     return total
 
 
