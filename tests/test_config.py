@@ -107,6 +107,26 @@ def test_template_and_state_prefix_are_checked(tmp_path: Path) -> None:
     assert "state_prefix" in str(err.value)
 
 
+def test_refresh_settings_are_checked_and_named(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text(
+        "[refresh]\nmax_keys = -1\nidle_seconds = 0\nmin_freq = 'hot'\nbudget = 5\n"
+        "[cache]\nkey_prefix = 'primer-cache:lease:'\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
+    text = str(err.value)
+    assert "refresh.max_keys = -1" in text
+    assert "refresh.idle_seconds = 0" in text
+    assert "refresh.min_freq = 'hot'" in text
+    assert "unknown setting refresh.budget" in text
+    assert "overlaps the lease keys'" in text
+    toml.write_text("[refresh]\nmax_keys = 0\nidle_seconds = 5\n")
+    s = load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
+    assert (s.refresh_max_keys, s.refresh_idle_seconds) == (0, 5)
+    assert load_settings(GOOD).refresh_max_keys == 100  # on by default
+
+
 def test_empty_prefix_is_allowed(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text("[cache]\nkey_prefix = ''\n[warm]\npatterns = []\n")
