@@ -67,12 +67,14 @@ class ReadStats:
     misses: int = 0
     judged: int = 0
     stale: int = 0
+    busy: int = 0  # lease readers: `busy` answers polled while another reader filled
 
     def add(self, other: ReadStats) -> None:
         self.hits += other.hits
         self.misses += other.misses
         self.judged += other.judged
         self.stale += other.stale
+        self.busy += other.busy
 
     @property
     def hit_rate(self) -> float:
