@@ -170,9 +170,10 @@ class Sidecar:
 
     # ---- database -----------------------------------------------------------------------
 
-    def execute(self, sql: str, args: Any = None) -> None:
+    def execute(self, sql: str, args: Any = None) -> int:
+        """Run one statement; return the rows it changed (0: no row event in the binlog)."""
         with self.conn.cursor() as cur:
-            cur.execute(sql, args)
+            return int(cur.execute(sql, args))
 
     def image(self, chunk_id: str) -> ElementImage | None:
         with self.conn.cursor(DictCursor) as cur:

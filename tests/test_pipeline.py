@@ -276,21 +276,23 @@ def test_random_changes_delete_exactly_the_affected_keys(sidecar: Sidecar, seed:
             record(new_id)
         elif op in column_value:
             column, value = column_value[op]
-            record(target)
-            car.execute(
+            before = car.image(target)
+            # An UPDATE to the values a row already has changes nothing and writes no row
+            # event: the model counts only the changes the binlog carries.
+            if car.execute(
                 f"UPDATE megamind_chunks SET {column} = %s WHERE chunk_id = %s", (value, target)
-            )
-            record(target)
+            ):
+                images.extend(image for image in (before, car.image(target)) if image)
         elif op == "delete":
             record(target)
             car.execute("DELETE FROM megamind_chunks WHERE chunk_id = %s", (target,))
             live.remove(target)
         elif op == "title":
-            record(target)
-            car.execute(
+            if car.execute(  # a chunk without metadata has no row to change
                 "UPDATE megamind_global_elements SET title = %s WHERE chunk_id = %s",
                 (f"title {rng.random()}", target),
-            )
+            ):
+                record(target)
         else:  # the primer server's read bump: affects nothing
             car.execute(
                 "UPDATE megamind_chunks SET access_count = access_count + 1, "
