@@ -9,6 +9,7 @@ import redis
 
 from adapters.replicas import ReplicaError, check_replicas
 from config import Settings
+from config.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +22,14 @@ def broker_eviction_warning(settings: Settings) -> str | None:
         client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
     except redis.RedisError:
-        return None  # unreachable or CONFIG disabled: the connection errors speak for themselves
+        # unreachable, or CONFIG refused (a least-privilege ACL user): quiet, the connection
+        # errors speak for themselves
+        return None
     if policy and policy != "noeviction" and not policy.startswith("volatile"):
         return (
-            f"!!! BROKER REDIS {settings.broker_url} HAS maxmemory-policy={policy}: it may evict "
-            "queued tasks and lose invalidations. Use a broker Redis with noeviction. !!!"
+            f"!!! BROKER REDIS {redact_url(settings.broker_url)} HAS maxmemory-policy={policy}: "
+            "it may evict queued tasks and lose invalidations. "
+            "Use a broker Redis with noeviction. !!!"
         )
     return None
 

@@ -246,3 +246,23 @@ def test_status_shows_no_password(services: dict[str, str], tmp_path: Path) -> N
     result = cli(env, "status")
     assert result.returncode != 0  # the user does not exist: refused, and the error is shown
     assert_no_secret(result.stdout, result.stderr)
+
+
+def test_the_broker_eviction_warning_hides_the_password(
+    services: dict[str, str], redis_client: redis.Redis
+) -> None:
+    from tasks.health import broker_eviction_warning
+
+    user = unique("primer_broker_")
+    redis_client.execute_command("ACL", "SETUSER", user, "on", f">{PASSWORD}", "+config|get")
+    before = redis_client.config_get("maxmemory-policy")["maxmemory-policy"]
+    try:
+        # the private Redis has no maxmemory: the policy alone evicts nothing
+        redis_client.config_set("maxmemory-policy", "allkeys-lru")
+        url = with_user(services["PRIMER_REDIS_URL"], user, PASSWORD)
+        warning = broker_eviction_warning(load_settings({**services, "PRIMER_BROKER_URL": url}))
+        assert warning is not None and "allkeys-lru" in warning and "***" in warning
+        assert_no_secret(warning)
+    finally:
+        redis_client.config_set("maxmemory-policy", before)
+        redis_client.execute_command("ACL", "DELUSER", user)
