@@ -14,8 +14,8 @@ import redis
 
 from adapters.redis_client import connect_redis
 from config import ConfigError, load_settings
-from config.query import Query
-from tests.services import ROOT, cli, unique
+from config.query import SEED_WARM_PATTERNS, Query
+from tests.services import ROOT, cli, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 
 README = (ROOT / "README.md").read_text()
@@ -124,7 +124,8 @@ def acl_sidecar(
             .replace("primer-cache on", f"{user} on", 1)
             .replace(">SECRET", f">{PASSWORD}")
             .replace("~megamind:primer:*", f"~{car.key_prefix}*")
-            .replace("~primer-cache:*", f"~{car.state_prefix}*")
+            # the README: another state prefix adds the lease keys' own pattern
+            .replace("~primer-cache:*", f"~{car.state_prefix}* ~primer-cache:lease:*")
         )
         redis_client.execute_command(*rule.split())
         try:
@@ -142,12 +143,16 @@ def test_the_cache_runs_as_the_readme_acl_user(acl_sidecar: Sidecar) -> None:
             limited.execute_command(*command)
     car.start_worker()
     car.start_listener()
+    # the cold start warms the seed patterns through the lease functions (FUNCTION LOAD, FCALL)
+    warm_keys = [car.keys.build(q) for q in SEED_WARM_PATTERNS]
+    wait_for(lambda: car.present(warm_keys) == set(warm_keys), timeout=30, what="warm keys")
     car.insert_chunk("acl", "security", "0.90", "required")
     car.sync()
     keys = car.plant(Query(("security",)), Query(("process",)))
     car.execute("UPDATE megamind_chunks SET content = 'x' WHERE chunk_id = 'acl'")
     car.sync()
     assert car.present(keys) == {keys[1]}
+    wait_for(lambda: car.present(warm_keys) == set(warm_keys), timeout=30, what="re-warmed keys")
     status = car.cli("status", "--json")
     assert status.returncode == 0, status.stderr
     flush = car.cli("invalidate", "--all")
