@@ -130,6 +130,17 @@ class KeyFormat:
         self._regex = _compile(prefix, template)
         self._tail_sep = _tail_separator(template)
 
+    def filter_text(self, key: str) -> str:
+        """The part of `key` that decides its filter, to group keys that share a verdict:
+        the key before its sort and limit where the template ends in them (as judge()
+        memoises), else the whole key."""
+        sep = self._tail_sep
+        if sep is not None:
+            parts = key.rsplit(sep, 2)
+            if len(parts) == 3 and parts[2].isdigit():
+                return parts[0]
+        return key
+
     def build(self, query: Query) -> str:
         return self.prefix + self.template.format(
             cats="_".join(query.categories),

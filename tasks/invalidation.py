@@ -31,10 +31,11 @@ from core.predicate import ChangeIndex
 from tasks import metrics, refresh, warming
 from tasks.app import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, app, queue_name
 from tasks.elements import chunk_images
+from tasks.known_keys import KNOWN
 from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
-from tasks.sweep import SweepResult, sweep
+from tasks.sweep import SweepResult, delete_keys, sweep
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,12 @@ def run_invalidation(
             return SweepResult()
     heat = None if dry_run or index is None else refresh.heat_probe(rt)
     started = time.perf_counter()
+    # The keys the last sweep left that this batch affects go first (one UNLINK); the sweep
+    # below stays the ground truth and finds the rest.
+    known = KNOWN if not dry_run and index is not None and doomed is None else None
+    early = SweepResult()
+    if known is not None and index is not None:
+        early = delete_keys(rt.redis, known.affected(rt.keys, index.affects), heat)
     if index is None:
         result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
         if not dry_run:
@@ -77,7 +84,18 @@ def run_invalidation(
             batch.upto or "-",
         )
     else:
-        result = sweep(rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run, heat=heat)
+        seen = known.start(rt.keys) if known is not None else None
+        try:
+            result = sweep(
+                rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run, heat=heat, seen=seen
+            )
+        except BaseException:
+            if known is not None:
+                known.abandon()
+            raise
+        if known is not None:
+            known.finish()
+        result.add(early)
         log.info(
             "%s %d of %d keys (%d leases revoked) for %d images (%d transactions)%s up to %s",
             "would invalidate" if dry_run else "invalidated",

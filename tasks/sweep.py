@@ -32,7 +32,7 @@ from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
 from adapters.redis_client import is_cluster
-from core.keys import KeyFilter, KeyFormat
+from core.keys import KeyFilter, KeyFormat, lease_key
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +114,15 @@ def sweep(
     dry_run: bool = False,
     count: int = SCAN_COUNT,
     heat: Heat | None = None,
+    seen: Callable[[str, bytes], None] | None = None,
 ) -> SweepResult:
     """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
     prefix that does not parse (safe side: it may hold anything), revoking the leases on all
-    of them (present or not). Dry runs only list the cache keys and count the leases."""
+    of them (present or not). Dry runs only list the cache keys and count the leases.
+    `seen(text, raw)` is told of every cache key the sweep leaves (tasks.known_keys)."""
 
     def sweep_node(scanner: redis.Redis) -> SweepResult:
-        return _sweep_node(scanner, client, keys, doomed, dry_run, count, heat)
+        return _sweep_node(scanner, client, keys, doomed, dry_run, count, heat, seen)
 
     if not is_cluster(client):
         return sweep_node(client)
@@ -135,6 +137,7 @@ def _sweep_node(
     dry_run: bool,
     count: int,
     heat: Heat | None,
+    seen: Callable[[str, bytes], None] | None = None,
 ) -> SweepResult:
     """Scan one node (`scanner`) and delete through `deleter` (the node itself, or the cluster
     client, which routes each slot's UNLINK to whichever primary owns it now)."""
@@ -154,6 +157,8 @@ def _sweep_node(
                 if verdict is None:
                     result.unparseable += 1
                 elif not verdict:
+                    if seen is not None:
+                        seen(text, _raw(raw))
                     continue
                 pending.cache.append(_raw(raw))
                 continue
@@ -168,6 +173,22 @@ def _sweep_node(
             pending = _Doomed()
         if cursor == 0:
             return result
+
+
+def delete_keys(
+    client: redis.Redis, cache_keys: list[bytes], heat: Heat | None = None
+) -> SweepResult:
+    """Delete the given cache keys and revoke their leases, as a sweep does with the keys it
+    finds doomed (heat probed first, for refresh)."""
+    result = SweepResult()
+    for start in range(0, len(cache_keys), UNLINK_BATCH):
+        part = _Doomed(cache=cache_keys[start : start + UNLINK_BATCH])
+        for raw in part.cache:
+            lease = lease_key(_text(raw))
+            if lease is not None:
+                part.leases.append(lease.encode("utf-8", "surrogateescape"))
+        _delete(client, part, result, False, heat)
+    return result
 
 
 def _delete(
