@@ -28,6 +28,7 @@ class Batch:
     first_commit: float = 0.0  # binlog commit time (epoch s) of the batch's first transaction
     last_commit: float = 0.0  # and of its last
     second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
+    behind: bool = False  # published while the listener was behind: its warms wait
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs or self.flush)
@@ -41,6 +42,7 @@ class Batch:
             "reason": self.reason,
             "transactions": self.transactions,
             "second_pass": self.second_pass,
+            "behind": self.behind,
             "term": self.term,
             "seq": self.seq,
             "gtid": self.gtid,
@@ -58,6 +60,7 @@ class Batch:
             reason=str(data.get("reason", "")),
             transactions=int(data.get("transactions", 0)),
             second_pass=bool(data.get("second_pass", False)),
+            behind=bool(data.get("behind", False)),
             term=str(data.get("term", "")),
             seq=int(data.get("seq", 0)),
             gtid=str(data.get("gtid", "")),

@@ -113,7 +113,7 @@ def run_invalidation(
         metrics.record_sweep(
             rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started
         )
-        warming.after_invalidation(rt, index)
+        warming.after_invalidation(rt, index, behind=batch.behind)
         if heat is not None:
             warm_keys = {rt.keys.build(q) for q in warming.affected_patterns(rt.settings, index)}
             refresh.schedule(

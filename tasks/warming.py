@@ -207,8 +207,15 @@ def affected_patterns(settings: Settings, index: ChangeIndex | None) -> list[Que
     return [q for q in settings.warm_patterns if index is None or index.affects(KeyFilter.of(q))]
 
 
-def after_invalidation(rt: Runtime, index: ChangeIndex | None) -> None:
-    """Re-warm the configured patterns the batch affected (every one after a flush)."""
+def after_invalidation(rt: Runtime, index: ChangeIndex | None, *, behind: bool = False) -> None:
+    """Re-warm the configured patterns the batch affected (every one after a flush).
+
+    Not for a batch the listener published while behind (a backlog after a stall or a
+    restart): a warm per batch would query the database for values the next batch of the
+    backlog invalidates again. The listener warms every pattern once instead, when it has
+    caught up and its last such batch is done (worker.listener)."""
+    if behind:
+        return
     settings = rt.settings
     for query in affected_patterns(settings, index):
         _send(WARM_TASK, [query.to_params()], queue_name(settings, "warm"))

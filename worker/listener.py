@@ -14,6 +14,7 @@ import queue
 import signal
 import threading
 import time
+from dataclasses import replace
 from typing import Any
 
 import pymysql
@@ -31,6 +32,7 @@ from worker import metrics
 from worker.batcher import BatchBuilder, Transaction, position_reached, position_text
 from worker.leader import Leadership, LeadershipLost
 from worker.ledger import Entry, Ledger
+from worker.pacing import Pacer
 from worker.publisher import Publisher
 from worker.server_check import ServerInfo, check_server, current_position
 from worker.stream import BinlogReader
@@ -49,7 +51,6 @@ BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID th
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
 CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
 POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
-CATCH_UP_WINDOW = 1.0  # how long a batch may grow while catching up on a backlog
 
 
 class ReaderError(Exception):
@@ -234,11 +235,8 @@ class Listener:
         s = self.settings
         builder = BatchBuilder()
         tracker = _Tracker(self, ledger)
-        # While the backlog written before this start is read, latency is spent already:
-        # fewer, larger batches (each one sweep) catch up faster.
-        window = CATCH_UP_WINDOW
-        started_at = 0.0  # when the waiting batch got its first transaction
-        published_at = 0.0
+        pacer = Pacer(s.batch_max_changes, s.batch_max_wait_ms / 1000.0)
+        warms_owed = False  # batches published behind skip their warms: one warm_all after
         freshness = metrics.FRESHNESS
         while not self.stopping.is_set():
             freshness.tick()
@@ -258,52 +256,60 @@ class Listener:
                 raise ReaderError(f"binlog reader stopped: {item!r}") from item
             now = time.monotonic()
             if item is not None:
-                if not builder.complete:
-                    started_at = now
+                pacer.took(now, item.event_time, first=not builder.complete)
                 builder.add(item)
                 freshness.took(item.event_time)
             tracker.poll(now)
+            if warms_owed and self._caught_up(pacer, ledger, now, events):
+                warms_owed = False
+                if s.warm_patterns:
+                    self.publisher.warm_all()
             if not builder.complete:
                 continue
             readable = not events.empty()
             if (
-                window == CATCH_UP_WINDOW
+                pacer.catching_up
                 and not readable
                 and position_reached(builder.position, backlog_end)
             ):
-                window = s.batch_max_wait_ms / 1000.0
-            # Coalesce what is already readable, and after a publish let the next batch
-            # grow for up to a window: one task when idle, few large ones under load.
-            if (
-                builder.rows < s.batch_max_changes
-                and now < started_at + window
-                and (readable or now < published_at + window)
-            ):
+                pacer.backlog_read()
+            wall = time.time()
+            if pacer.hold(now, wall, builder.rows, readable):
                 continue
             # While the workers are behind, the batch goes on growing (its images are a set).
             if builder.has_work and ledger.full:
                 continue
             metrics.TRANSACTIONS.inc(builder.transactions)
+            behind = pacer.behind(now, wall, readable)
             batch, position, event_time = builder.take()
             assert position is not None
             if batch:
-                sent = ledger.publish(batch, now)
+                sent = ledger.publish(replace(batch, behind=behind), now)
+                warms_owed = warms_owed or behind
                 self.publisher.invalidate(sent)
                 metrics.BATCHES.inc()
                 metrics.BATCH_TRANSACTIONS.observe(sent.transactions)
-                published_at = now
                 log.debug(
-                    "published batch %s/%d: %d images of %d transactions up to %s",
+                    "published batch %s/%d: %d images of %d transactions up to %s%s",
                     sent.term,
                     sent.seq,
                     len(sent.images),
                     sent.transactions,
                     sent.upto,
+                    " (behind)" if behind else "",
                 )
             ledger.advance(position, event_time)
             if events.empty():
                 freshness.idle()  # everything read so far is published (or held nothing)
         tracker.save_checkpoint(time.monotonic(), force=True)
+
+    @staticmethod
+    def _caught_up(pacer: Pacer, ledger: Ledger, now: float, events: queue.Queue[Any]) -> bool:
+        """Whether the stream has caught up and every batch published behind is done."""
+        readable = not events.empty()
+        if pacer.behind(now, time.time(), readable):
+            return False
+        return not any(entry.batch.behind for entry in ledger.entries.values())
 
     def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
         """How long to wait for the next transaction: while transactions wait to be published,
