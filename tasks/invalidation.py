@@ -68,9 +68,10 @@ def run_invalidation(
     # The keys the last sweep left that this batch affects go first (one UNLINK); the sweep
     # below stays the ground truth and finds the rest.
     known = KNOWN if not dry_run and index is not None and doomed is None else None
-    early = SweepResult()
+    early, ahead = SweepResult(), []
     if known is not None and index is not None:
-        early = delete_keys(rt.redis, known.affected(rt.keys, index.affects), heat)
+        ahead = known.affected(rt.keys, index.affects)
+        early = delete_keys(rt.redis, ahead, heat)
     if index is None:
         result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
         if not dry_run:
@@ -84,7 +85,7 @@ def run_invalidation(
             batch.upto or "-",
         )
     else:
-        seen = known.start(rt.keys) if known is not None else None
+        seen = known.start(rt.keys, ahead) if known is not None else None
         try:
             result = sweep(
                 rt.redis, rt.keys, doomed or index.affects, dry_run=dry_run, heat=heat, seen=seen

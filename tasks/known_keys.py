@@ -1,12 +1,14 @@
-"""The cache keys this worker process's last complete sweep saw and left, grouped by filter:
+"""The cache key names this worker process's last complete sweep found, grouped by filter:
 a batch deletes the ones it affects first, in one round trip, and then sweeps as ever.
 
 Why: a sweep of the keyspace (SCAN, the ground truth) costs about 10-15 ms per 10,000 keys,
-and a key it deletes goes only when the SCAN reaches it. Most keys a batch affects were
-already there at the previous sweep; deleting those first takes one predicate call per
-distinct filter and one UNLINK, so they go within a millisecond or two of the task's start.
-The full sweep still follows and finds everything else (keys written since, keys this
-process never saw): completeness does not rest on the snapshot, only speed does.
+and a key it deletes goes only when the SCAN reaches it. Most keys a batch affects had the
+same name at the previous sweep (the primer server refills a deleted key under its old
+name), so the snapshot keeps every name found, deleted or not, and the names deleted ahead
+of a sweep: deleting the affected ones first takes one predicate call per distinct filter
+and one UNLINK (a name not there is a no-op), so they go within a millisecond or two of the
+task's start. The full sweep still follows and finds everything else (names new since,
+names this process never saw): completeness does not rest on the snapshot, only speed does.
 
 A Celery prefork child keeps its own snapshot (a few MB per 100,000 keys); keyspaces larger
 than `limit` keep none (the sweep alone then, as before).
@@ -31,8 +33,11 @@ class KnownKeys:
     def __len__(self) -> int:
         return sum(len(group) for group in self._groups.values())
 
-    def start(self, keys: KeyFormat) -> Callable[[str, bytes], None]:
-        """Begin a new snapshot; the returned callback records a key the sweep left."""
+    def start(
+        self, keys: KeyFormat, carried: list[bytes] | None = None
+    ) -> Callable[[str, bytes], None]:
+        """Begin a new snapshot holding `carried` (the names deleted ahead of this sweep);
+        the returned callback records a key the sweep finds."""
         building: dict[str, list[bytes]] = {}
         self._building, self._count = building, 0
         filter_text = keys.filter_text
@@ -46,6 +51,8 @@ class KnownKeys:
                 else:
                     building[group] = [raw]
 
+        for raw in carried or ():
+            saw(_text(raw), raw)
         return saw
 
     def finish(self) -> None:

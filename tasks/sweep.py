@@ -119,7 +119,7 @@ def sweep(
     """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
     prefix that does not parse (safe side: it may hold anything), revoking the leases on all
     of them (present or not). Dry runs only list the cache keys and count the leases.
-    `seen(text, raw)` is told of every cache key the sweep leaves (tasks.known_keys)."""
+    `seen(text, raw)` is told of every cache key the sweep finds (tasks.known_keys)."""
 
     def sweep_node(scanner: redis.Redis) -> SweepResult:
         return _sweep_node(scanner, client, keys, doomed, dry_run, count, heat, seen)
@@ -153,12 +153,12 @@ def _sweep_node(
             text = _text(raw)
             if text.startswith(head):  # a cache key (nearly every key: the fast path)
                 result.scanned += 1
+                if seen is not None:
+                    seen(text, _raw(raw))
                 verdict = judge(text)
                 if verdict is None:
                     result.unparseable += 1
                 elif not verdict:
-                    if seen is not None:
-                        seen(text, _raw(raw))
                     continue
                 pending.cache.append(_raw(raw))
                 continue

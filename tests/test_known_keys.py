@@ -105,3 +105,17 @@ def test_early_delete_then_sweep_equals_the_sweep_alone(
     assert _present(redis_client, keys) >= expected  # the early delete spares the unaffected
     sweep(redis_client, keys, index.affects)
     assert _present(redis_client, keys) == expected
+
+
+def test_a_name_deleted_and_refilled_is_known(redis_client: redis.Redis, keys: KeyFormat) -> None:
+    # The primer server refills a deleted key under its old name: the next batch that
+    # affects it must find it in the snapshot, though the last sweep deleted it.
+    hit = Query(("security",))
+    _plant(redis_client, keys, [hit])
+    index = ChangeIndex([ElementImage("security", None, None)])
+    known = KnownKeys()
+    saw = known.start(keys)
+    assert sweep(redis_client, keys, index.affects, seen=saw).deleted == 1
+    known.finish()
+    _plant(redis_client, keys, [hit])
+    assert known.affected(keys, index.affects) == [keys.build(hit).encode()]
