@@ -1,72 +1,79 @@
-"""The cache key names this worker process's last complete sweep found, grouped by filter:
-a batch deletes the ones it affects first, in one round trip, and then sweeps as ever.
+"""The cache key names this worker process's recent sweeps found, grouped by filter: a batch
+deletes the ones it affects first, in one round trip, and then sweeps as ever.
 
 Why: a sweep of the keyspace (SCAN, the ground truth) costs about 10-15 ms per 10,000 keys,
 and a key it deletes goes only when the SCAN reaches it. Most keys a batch affects had the
-same name at the previous sweep (the primer server refills a deleted key under its old
-name), so the snapshot keeps every name found, deleted or not, and the names deleted ahead
-of a sweep: deleting the affected ones first takes one predicate call per distinct filter
-and one UNLINK (a name not there is a no-op), so they go within a millisecond or two of the
+same name at an earlier sweep (the primer server refills a deleted key under its old name),
+so the snapshot keeps every name found, deleted or not, and the names deleted ahead of a
+sweep: deleting the affected ones first takes one predicate call per distinct filter and
+one UNLINK (a name not there is a no-op), so they go within a millisecond or two of the
 task's start. The full sweep still follows and finds everything else (names new since,
 names this process never saw): completeness does not rest on the snapshot, only speed does.
 
+Grouping costs about a quarter of a sweep, so the snapshot is rebuilt from a sweep at most
+every `rebuild_every` seconds; in between it only gains the names deleted ahead of sweeps.
 A Celery prefork child keeps its own snapshot (a few MB per 100,000 keys); keyspaces larger
 than `limit` keep none (the sweep alone then, as before).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from core.keys import KeyFilter, KeyFormat
 
 DEFAULT_LIMIT = 200_000
+REBUILD_EVERY = 1.0
 
 
 class KnownKeys:
-    def __init__(self, limit: int = DEFAULT_LIMIT) -> None:
+    def __init__(self, limit: int = DEFAULT_LIMIT, rebuild_every: float = REBUILD_EVERY) -> None:
         self.limit = limit
-        self._groups: dict[str, list[bytes]] = {}  # filter text -> keys (as SCAN gave them)
-        self._building: dict[str, list[bytes]] | None = None
-        self._count = 0
+        self.rebuild_every = rebuild_every
+        self._groups: dict[str, list[bytes]] = {}  # filter text -> names (as SCAN gave them)
+        self._group_of: dict[bytes, str] = {}  # memo: a name's filter text
+        self._collected: list[bytes] | None = None
+        self._carried: list[bytes] = []
+        self._built_at = float("-inf")
+        self._keys: KeyFormat | None = None
 
     def __len__(self) -> int:
         return sum(len(group) for group in self._groups.values())
 
-    def start(
-        self, keys: KeyFormat, carried: list[bytes] | None = None
-    ) -> Callable[[str, bytes], None]:
-        """Begin a new snapshot holding `carried` (the names deleted ahead of this sweep);
-        the returned callback records a key the sweep finds."""
-        building: dict[str, list[bytes]] = {}
-        self._building, self._count = building, 0
-        filter_text = keys.filter_text
-
-        def saw(text: str, raw: bytes) -> None:
-            self._count += 1
-            if self._count <= self.limit:
-                group = filter_text(text)
-                if group in building:
-                    building[group].append(raw)
-                else:
-                    building[group] = [raw]
-
-        for raw in carried or ():
-            saw(_text(raw), raw)
-        return saw
+    def start(self, keys: KeyFormat, carried: list[bytes] | None = None) -> list[bytes] | None:
+        """A sweep begins after deleting `carried` ahead of it. Returns the list the sweep
+        should append every cache key it finds to, or None when no rebuild is due."""
+        self._keys = keys
+        self._carried = list(carried or ())
+        due = time.monotonic() - self._built_at >= self.rebuild_every
+        self._collected = [] if due else None
+        return self._collected
 
     def finish(self) -> None:
-        """The sweep completed: its snapshot replaces the last one (none if over the limit)."""
-        if self._building is not None:
-            self._groups = self._building if self._count <= self.limit else {}
-            self._building = None
+        """The sweep completed: rebuild from what it found (if collected), keep the carried."""
+        keys, collected, carried = self._keys, self._collected, self._carried
+        self._collected, self._carried = None, []
+        if keys is None:
+            return
+        if collected is None:
+            self._add(keys, carried, self._groups)
+            return
+        if len(collected) > self.limit:
+            self._groups, self._group_of = {}, {}
+        else:
+            groups: dict[str, list[bytes]] = {}
+            self._add(keys, collected, groups)
+            self._add(keys, carried, groups)
+            self._groups = groups
+        self._built_at = time.monotonic()
 
     def abandon(self) -> None:
         """The sweep failed part-way: keep the previous snapshot."""
-        self._building = None
+        self._collected, self._carried = None, []
 
     def affected(self, keys: KeyFormat, doomed: Callable[[KeyFilter], bool]) -> list[bytes]:
-        """The known keys a sweep with `doomed` would delete (unparseable ones included)."""
+        """The known names a sweep with `doomed` would delete (unparseable ones included)."""
         judge = keys.judge(doomed)
         out: list[bytes] = []
         for group in self._groups.values():
@@ -74,12 +81,26 @@ class KnownKeys:
                 out.extend(group)
         return out
 
+    def _add(self, keys: KeyFormat, names: list[bytes], groups: dict[str, list[bytes]]) -> None:
+        group_of = self._group_of
+        if len(group_of) > 2 * self.limit:
+            group_of.clear()
+        filter_text = keys.filter_text
+        for raw in names:
+            group = group_of.get(raw)
+            if group is None:
+                group = group_of[raw] = filter_text(_text(raw))
+            members = groups.get(group)
+            if members is None:
+                groups[group] = [raw]
+            elif members[-1] != raw:
+                members.append(raw)
+
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
 # One per process (Celery's prefork children each fill their own after the fork). On a
-# cluster, nodes are swept in threads: a key lost to a race between two of them only
-# leaves the snapshot smaller, never the sweep.
+# cluster, nodes are swept in threads appending to one list (list.append is atomic).
 KNOWN = KnownKeys()

@@ -114,12 +114,12 @@ def sweep(
     dry_run: bool = False,
     count: int = SCAN_COUNT,
     heat: Heat | None = None,
-    seen: Callable[[str, bytes], None] | None = None,
+    seen: list[bytes] | None = None,
 ) -> SweepResult:
     """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
     prefix that does not parse (safe side: it may hold anything), revoking the leases on all
     of them (present or not). Dry runs only list the cache keys and count the leases.
-    `seen(text, raw)` is told of every cache key the sweep finds (tasks.known_keys)."""
+    `seen` gets every cache key the sweep finds appended (tasks.known_keys)."""
 
     def sweep_node(scanner: redis.Redis) -> SweepResult:
         return _sweep_node(scanner, client, keys, doomed, dry_run, count, heat, seen)
@@ -137,7 +137,7 @@ def _sweep_node(
     dry_run: bool,
     count: int,
     heat: Heat | None,
-    seen: Callable[[str, bytes], None] | None = None,
+    seen: list[bytes] | None = None,
 ) -> SweepResult:
     """Scan one node (`scanner`) and delete through `deleter` (the node itself, or the cluster
     client, which routes each slot's UNLINK to whichever primary owns it now)."""
@@ -154,7 +154,7 @@ def _sweep_node(
             if text.startswith(head):  # a cache key (nearly every key: the fast path)
                 result.scanned += 1
                 if seen is not None:
-                    seen(text, _raw(raw))
+                    seen.append(_raw(raw))
                 verdict = judge(text)
                 if verdict is None:
                     result.unparseable += 1

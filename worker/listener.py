@@ -51,6 +51,7 @@ BINLOG_GONE = 1236  # ER_MASTER_FATAL_ERROR_READING_BINLOG: purged, or a GTID th
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
 CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
 POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
+POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
 
 
 class ReaderError(Exception):
@@ -259,7 +260,7 @@ class Listener:
                 pacer.took(now, item.event_time, first=not builder.complete)
                 builder.add(item)
                 freshness.took(item.event_time)
-            tracker.poll(now)
+            tracker.poll(now, waiting=builder.has_work and ledger.full)
             if warms_owed and self._caught_up(pacer, ledger, now, events):
                 warms_owed = False
                 if s.warm_patterns:
@@ -334,10 +335,13 @@ class _Tracker:
         self.saved_at = 0.0
         self.saved: dict[str, Any] | None = None
 
-    def poll(self, now: float) -> None:
+    def poll(self, now: float, *, waiting: bool = False) -> None:
+        """`waiting`: a batch waits for room in the full ledger, so look at the batches'
+        state every few ms: each ms the ledger stays full after a batch is done is latency."""
         ledger = self.ledger
         finished = []
-        if len(ledger) and now - self.polled_at >= POLL_EVERY:
+        every = POLL_WAITING if waiting else POLL_EVERY
+        if len(ledger) and now - self.polled_at >= every:
             self.polled_at = now
             finished = ledger.update(self.completion.states(ledger.term, list(ledger.entries)), now)
             for entry in ledger.overdue(now):
