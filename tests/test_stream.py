@@ -116,3 +116,36 @@ def test_read_bumps_are_dropped_and_real_changes_kept_on_the_fast_path(
     finally:
         reader.stop()
         reader.join(10)
+
+
+def test_a_column_added_while_streaming_is_decoded_with_the_new_table_map(
+    database: str, db: pymysql.Connection
+) -> None:
+    # Table maps are parsed once per table id (freeze_schema): an ALTER of a watched table
+    # must not leave rows decoded with the old column layout.
+    reader, out = reader_for(database, db)
+    reader.start()
+    try:
+        with db.cursor() as cur:
+            cur.execute(
+                "INSERT INTO megamind_chunks (chunk_id, content, element_category, priority_score)"
+                " VALUES ('a1', 'x', 'security', 0.25)"
+            )
+            cur.execute(
+                "ALTER TABLE megamind_chunks ADD COLUMN extra VARCHAR(20) NULL FIRST,"
+                " MODIFY enforcement_level ENUM('optional','required','recommended') NULL"
+            )
+            cur.execute(
+                "INSERT INTO megamind_chunks (extra, chunk_id, content, element_category,"
+                " priority_score, enforcement_level) VALUES ('e', 'a2', 'y', 'naming', 0.75,"
+                " 'required')"
+            )
+        before, ddl, after = (out.get(timeout=20) for _ in range(3))
+        assert {(i.category, i.priority) for i in before.images} == {("security", Decimal("0.25"))}
+        assert ddl.flush_reason.startswith("DDL")
+        assert {(i.category, i.priority, i.level) for i in after.images} == {
+            ("naming", Decimal("0.75"), "required")
+        }
+    finally:
+        reader.stop()
+        reader.join(10)

@@ -126,6 +126,11 @@ class BinlogReader(threading.Thread):
             only_schemas=[settings.mysql.database],
             only_tables=sorted(self.tables),
             slave_heartbeat=5,
+            # A table id's map is parsed once, not before every row event: that parse is
+            # most of the cost of a single-row transaction. A table whose columns change
+            # gets a new table id (the server's rule), and the DDL of a watched table also
+            # clears the maps (below), should a server ever keep the id.
+            freeze_schema=True,
             **kwargs,
         )
         # The library reconnects by itself on error 2013, which stop() causes: refuse that
@@ -176,6 +181,7 @@ class BinlogReader(threading.Thread):
                     continue
                 if _DDL.match(query) and self._touches_watched(query, _text(event.schema)):
                     self.txn.ddl(_text(event.schema), query)
+                    self.stream.table_map.clear()  # frozen maps: parse the new ones
                 self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
             elif event.schema == database and event.table in self.tables:
                 table = event.table
