@@ -8,6 +8,7 @@ import sys
 from bench import (
     bench_cluster,
     bench_leases,
+    bench_listener,
     bench_partitions,
     bench_pipeline,
     bench_replicas,
@@ -16,6 +17,7 @@ from bench import (
 
 for bench in (
     bench_pipeline,
+    bench_listener,
     bench_warming,
     bench_replicas,
     bench_leases,
