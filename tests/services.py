@@ -165,3 +165,40 @@ def cli(
         text=True,
         timeout=timeout,
     )
+
+
+@contextmanager
+def private_redis(workdir: Path, *options: str) -> Iterator[redis.Redis]:
+    """A redis-server of the test's own (a free port, data in `workdir`, redis-server
+    `options` such as an eviction policy), stopped by its PID afterwards."""
+    import shutil
+    import socket
+
+    server = shutil.which("redis-server")
+    if server is None:
+        raise FileNotFoundError("redis-server is not installed (scripts/services.sh installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    proc = Process(
+        [
+            *(server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
+            *("--appendonly", "no", "--dir", str(workdir), *options),
+        ],
+        {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        workdir / f"redis-{port}.log",
+    )
+    client = redis.Redis(port=port)
+    try:
+        wait_for(lambda: _pings(client), timeout=20, what=f"redis-server on {port}")
+        yield client
+    finally:
+        client.close()
+        proc.stop()
+
+
+def _pings(client: redis.Redis) -> bool:
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -5,9 +5,6 @@ L2 key is evicted (a private redis-server with a tiny maxmemory and allkeys-lru)
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -23,7 +20,7 @@ from core.predicate import ElementImage
 from tasks.invalidation import run_invalidation
 from tasks.runtime import Runtime
 from tests.conftest import IN_CI
-from tests.services import Process, wait_for
+from tests.services import private_redis, wait_for
 from tests.sidecar import Sidecar, isolated
 
 INVALIDATE_CHANNEL = "__redis__:invalidate"
@@ -116,37 +113,15 @@ def test_l1_copy_goes_when_the_sidecar_invalidates_its_key(car: Sidecar) -> None
 @pytest.fixture
 def tiny_redis(tmp_path: Path) -> Iterator[redis.Redis]:
     """A private redis-server that evicts: maxmemory 2 MB, allkeys-lru."""
-    server = shutil.which("redis-server")
-    if not server:
+    try:
+        with private_redis(
+            tmp_path, "--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"
+        ) as client:
+            yield client
+    except FileNotFoundError as exc:
         if IN_CI:
-            pytest.fail("redis-server is needed (scripts/services.sh installs it)")
-        pytest.skip("redis-server is not installed")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    proc = Process(
-        [
-            *(server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""),
-            *("--appendonly", "no", "--dir", str(tmp_path)),
-            *("--maxmemory", "2mb", "--maxmemory-policy", "allkeys-lru"),
-        ],
-        {"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-        tmp_path / "redis.log",
-    )
-    client = redis.Redis(port=port)
-    try:
-        wait_for(lambda: _pings(client), timeout=20, what=f"redis-server on {port}")
-        yield client
-    finally:
-        client.close()
-        proc.stop()
-
-
-def _pings(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
 
 
 def test_l1_copy_goes_when_its_l2_key_is_evicted(tiny_redis: redis.Redis) -> None:

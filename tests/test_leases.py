@@ -8,7 +8,9 @@ from __future__ import annotations
 import random
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 import redis
@@ -25,9 +27,10 @@ from core.predicate import ElementImage
 from core.response import comparable, decode, encode
 from tasks.invalidation import run_invalidation
 from tasks.primer_query import fresh_response
-from tasks.refresh import refresh_keys
+from tasks.refresh import heat_probe, refresh_keys
 from tasks.runtime import Runtime
-from tests.services import wait_for
+from tasks.sweep import sweep
+from tests.services import private_redis, wait_for
 from tests.sidecar import Sidecar, isolated
 
 LEASE_MS = 10_000
@@ -295,6 +298,26 @@ def test_refresh_recomputes_hot_keys_and_leaves_cold_ones(hot_car: Sidecar) -> N
         assert int(car.redis.hget(f"{car.state_prefix}stats", "refreshes") or 0) >= len(hot)
     finally:
         rt.drop_db()
+
+
+def test_under_lfu_the_sweep_reads_frequency(car: Sidecar, tmp_path: Path) -> None:
+    """An LFU Redis refuses OBJECT IDLETIME: the probe asks OBJECT FREQ, and a key read since
+    it was written (its counter above the 5 a new key starts at) is hot."""
+    with private_redis(tmp_path, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lfu") as lfu:
+        port = lfu.connection_pool.connection_kwargs["port"]
+        url = f"redis://127.0.0.1:{port}/0"
+        rt = Runtime(replace(car.settings, redis_url=url, refresh_max_keys=10))
+        heat = heat_probe(rt)
+        assert heat is not None and heat.command == "FREQ"
+        hot = [key_of(car, "security", limit=n) for n in (1, 2)]
+        cold = [key_of(car, "security", limit=n) for n in (3, 4)]
+        for key in (*hot, *cold):
+            lfu.set(key, b"{}")
+        for key in hot:
+            lfu.get(key)
+        result = sweep(lfu, car.keys, lambda key_filter: True, heat=heat)
+        assert result.deleted == 4
+        assert sorted(key for key, _freq in result.hot) == sorted(hot)
 
 
 def test_refresh_runs_one_select_per_filter(hot_car: Sidecar) -> None:
