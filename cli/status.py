@@ -1,30 +1,44 @@
-"""`primer-cache status [--json]`: leader, checkpoint, lag, queue depths, warm keys present."""
+"""`primer-cache status [--json]`: leader, lag, checkpoint, queue depths, warm keys present,
+partition headroom; exit status 1 when unhealthy, with every reason.
+
+Unhealthy means any of:
+- no listener holds the leader lock: the lock lapses `listener.leader_ttl_ms` after the
+  leader's last renewal, so an absent lock is a leader gone for longer than the TTL;
+- the leader's lag (its heartbeat, adapters/heartbeat.py) is above `status.max_lag_s`, or it
+  has written no heartbeat for three lock TTLs;
+- a configured warm key is missing from the cache;
+- the managed analytics table has less than one month of partitions ahead of the current
+  one (or they cannot be read).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from datetime import UTC, datetime
 from typing import Any
 
-from config import load_settings
+from config import Settings, load_settings
 
 
 def register(commands: Any) -> None:
-    parser: argparse.ArgumentParser = commands.add_parser("status", help="how the sidecar is doing")
+    parser: argparse.ArgumentParser = commands.add_parser(
+        "status", help="how the sidecar is doing; exit 1 when unhealthy"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.set_defaults(func=run)
 
 
-def collect() -> dict[str, Any]:
+def collect(settings: Settings | None = None) -> dict[str, Any]:
+    from adapters import heartbeat
     from adapters.redis_client import connect_redis
     from core.keys import KeyFormat, checkpoint_key, leader_key
     from tasks.app import QUEUES
     from tasks.metrics import stats_key
 
-    settings = load_settings()
+    settings = settings or load_settings()
     cache = connect_redis(settings.redis_url, socket_connect_timeout=5)
-    broker = connect_redis(settings.broker_url, socket_connect_timeout=5)
     prefix = settings.state_prefix
     raw = cache.get(checkpoint_key(prefix))
     checkpoint = json.loads(raw) if raw else None
@@ -32,34 +46,123 @@ def collect() -> dict[str, Any]:
     keys = KeyFormat(settings.key_prefix, settings.key_template)
     warm = {keys.build(q): bool(cache.exists(keys.build(q))) for q in settings.warm_patterns}
     leader = cache.get(leader_key(prefix))
+    beat = heartbeat.read(cache, prefix)
     event_time = (checkpoint or {}).get("event_time") or 0
     saved_at = (checkpoint or {}).get("saved_at")
-    return {
+    info: dict[str, Any] = {
         "leader": leader.decode() if isinstance(leader, bytes) else leader,
+        "lag_seconds": round(beat.lag_now(now), 3) if beat else None,
+        "heartbeat_age_seconds": round(now - beat.at, 3) if beat else None,
+        "max_lag_seconds": settings.max_lag_s,
         "checkpoint": checkpoint,
         "seconds_since_last_event": round(now - event_time, 3) if event_time else None,
         "seconds_since_checkpoint": round(now - saved_at, 3) if saved_at else None,
-        "queues": {name: int(broker.llen(name)) for name in QUEUES},
+        "queues": _queue_depths(settings, QUEUES),
         "warm_keys": warm,
         "warm_keys_present": sum(warm.values()),
+        "partitions": _partitions(settings),
         "stats": {_text(k): int(v) for k, v in cache.hgetall(stats_key(prefix)).items()},
     }
+    problems = health_problems(info, settings.leader_ttl_ms)
+    return {"healthy": not problems, "problems": problems, **info}
+
+
+def health_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
+    """Why the sidecar is unhealthy (empty: healthy), from what `collect` gathered."""
+    problems = []
+    if not info["leader"]:
+        problems.append(
+            f"no listener holds the leader lock: none has renewed it for {leader_ttl_ms} ms "
+            "(listener.leader_ttl_ms) or more"
+        )
+    else:
+        age = info["heartbeat_age_seconds"]
+        if age is None or age > 3 * leader_ttl_ms / 1000:
+            problems.append(
+                f"leader {info['leader']} wrote no heartbeat "
+                + ("at all" if age is None else f"for {age:.1f} s")
+                + ": its lag is unknown"
+            )
+        elif info["lag_seconds"] > info["max_lag_seconds"]:
+            problems.append(
+                f"binlog lag {info['lag_seconds']:.1f} s is above status.max_lag_s = "
+                f"{info['max_lag_seconds']}"
+            )
+    missing = [key for key, present in info["warm_keys"].items() if not present]
+    if missing:
+        problems.append(f"{len(missing)} warm key(s) missing: {', '.join(missing)}")
+    part = info["partitions"]
+    if "error" in part:
+        problems.append(f"partitions of {part['table']}: {part['error']}")
+    elif part["headroom_months"] < 1:
+        problems.append(
+            f"partitions of {part['table']}: {part['headroom_months']} month(s) ahead "
+            f"(through {part['through'] or 'none'}); run `primer-cache partitions ensure`"
+        )
+    return problems
+
+
+def _partitions(settings: Settings) -> dict[str, Any]:
+    """The managed table's partition headroom in months, read from information_schema."""
+    import pymysql
+
+    from core.partition_plan import PartitionError, headroom_months, understand
+    from tasks.partitions import read_partitioning
+    from tasks.runtime import connect_mysql
+
+    database, table = settings.mysql.database, settings.partitions.table
+    name = f"{database}.{table}"
+    try:
+        conn = connect_mysql(settings)
+        try:
+            layout = understand(read_partitioning(conn, database, table))
+        finally:
+            conn.close()
+    except (PartitionError, pymysql.Error) as exc:
+        return {"table": name, "error": str(exc)}
+    through = layout.last_bound - 1 if layout.last_bound else None
+    return {
+        "table": name,
+        "through": str(through) if through else None,
+        "headroom_months": headroom_months(through, datetime.now(UTC)),
+    }
+
+
+def _queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int] | None:
+    """Messages waiting per queue (a Redis broker's lists); None for other brokers."""
+    from adapters.redis_client import connect_redis
+
+    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return None
+    broker = connect_redis(settings.broker_url, socket_connect_timeout=5)
+    return {name: int(broker.llen(name)) for name in queues}
 
 
 def run(args: argparse.Namespace) -> int:
     info = collect()
     if args.json:
         print(json.dumps(info, indent=2, sort_keys=True))
-        return 0
+        return 0 if info["healthy"] else 1
     cp = info["checkpoint"] or {}
+    print(f"health:      {'healthy' if info['healthy'] else 'UNHEALTHY'}")
+    for problem in info["problems"]:
+        print(f"  - {problem}")
     print(f"leader:      {info['leader'] or '(none)'}")
+    lag = info["lag_seconds"]
+    print(f"lag:         {'unknown' if lag is None else f'{lag} s'}")
     print(f"checkpoint:  {cp.get('gtid') or cp.get('file', '(none)')}")
     since = info["seconds_since_last_event"]
     print(f"last event:  {'none since the checkpoint' if since is None else f'{since} s ago'}")
-    for name, depth in info["queues"].items():
+    for name, depth in (info["queues"] or {}).items():
         print(f"queue {name}: {depth}")
     print(f"warm keys:   {info['warm_keys_present']}/{len(info['warm_keys'])} present")
-    return 0
+    part = info["partitions"]
+    if "error" in part:
+        print(f"partitions:  {part['table']}: {part['error']}")
+    else:
+        ahead = part["headroom_months"]
+        print(f"partitions:  {part['table']} through {part['through']} ({ahead} months ahead)")
+    return 0 if info["healthy"] else 1
 
 
 def _text(value: bytes | str) -> str:

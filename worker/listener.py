@@ -22,7 +22,7 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from adapters import stats
+from adapters import heartbeat, stats
 from adapters.completion import Completion
 from adapters.redis_client import connect_redis
 from adapters.replicas import check_replicas
@@ -52,6 +52,7 @@ HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
 CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
 POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
 POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
+HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
 
 
 class ReaderError(Exception):
@@ -239,10 +240,14 @@ class Listener:
         pacer = Pacer(s.batch_max_changes, s.batch_max_wait_ms / 1000.0)
         warms_owed = False  # batches published behind skip their warms: one warm_all after
         freshness = metrics.FRESHNESS
+        beat_at = 0.0
         while not self.stopping.is_set():
             freshness.tick()
             freshness.outstanding = bool(len(ledger))
             self.leadership.renew_if_due()
+            if time.monotonic() - beat_at >= HEARTBEAT_EVERY:
+                self._heartbeat()
+                beat_at = time.monotonic()
             try:
                 item = events.get(timeout=self._wait(builder, ledger))
             except queue.Empty:
@@ -311,6 +316,19 @@ class Listener:
         if pacer.behind(now, time.time(), readable):
             return False
         return not any(entry.batch.behind for entry in ledger.entries.values())
+
+    def _heartbeat(self) -> None:
+        fresh = metrics.FRESHNESS
+        beat = heartbeat.Heartbeat(
+            leader=self.leadership.token,
+            at=time.time(),
+            lag_s=round(fresh.lag(), 3),
+            caught_up=fresh.caught_up,
+            last_commit=fresh.last_commit,
+        )
+        heartbeat.write(
+            self.redis, self.settings.state_prefix, beat, 3 * self.settings.leader_ttl_ms
+        )
 
     def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
         """How long to wait for the next transaction: while transactions wait to be published,
