@@ -292,7 +292,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("celery", "queue_prefix"): ("queue_prefix", _identifier),
     ("status", "max_lag_s"): ("max_lag_s", _int(1, 86400)),
     ("check", "sample"): ("check_sample", _int(0, 1_000_000)),
-    ("check", "every_s"): ("check_every_s", _int(10, 86400)),
+    ("check", "every_s"): ("check_every_s", _int(1, 86400)),
 }
 _PARTITION_FIELDS: dict[str, Check] = {
     "table": _identifier,

@@ -128,6 +128,12 @@ class Sidecar:
         self.worker = worker
         return worker
 
+    def start_beat(self) -> Process:
+        """Celery beat with this sidecar's schedule (its own schedule file)."""
+        schedule = self.workdir / f"{self.tag}-beat-schedule"
+        args = [str(VENV_BIN / "celery"), "-A", "tasks", "beat", "--loglevel", "INFO"]
+        return self._start([*args, "--schedule", str(schedule)], self.env, "beat", ready="beat")
+
     def start_listener(self, server_id: int | None = None, metrics_port: int = 0) -> Process:
         env = {**self.env, "PRIMER_SERVER_ID": str(server_id or random.randint(10_000, 2**31))}
         if metrics_port:
