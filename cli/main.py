@@ -7,6 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from adapters import logs
 from cli import check, functions, invalidate, listen, partitions, status, warm
 from cli.errors import OperationError, UsageError
 from config import ConfigError
@@ -29,10 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.configure(logging.DEBUG if args.verbose else logging.INFO)
     try:
         return int(args.func(args) or 0)
     except ConfigError as exc:

@@ -138,6 +138,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         else:
             problems.append(f"{name} {text!r} is not an integer in 1..{top}")
 
+    log_format = env.get("PRIMER_LOG_FORMAT")
+    if log_format is not None and log_format.strip().lower() not in ("text", "json"):
+        problems.append(f"PRIMER_LOG_FORMAT {log_format!r} is not text or json")
+
     addr = env.get("PRIMER_METRICS_ADDR")
     if addr is not None:
         values["metrics_addr"] = _address("PRIMER_METRICS_ADDR", addr, problems)

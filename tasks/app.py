@@ -8,7 +8,12 @@ import sys
 
 from celery import Celery
 from celery.schedules import crontab
-from celery.signals import worker_init, worker_process_shutdown
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_shutdown,
+)
 from kombu import Queue
 
 from config import ConfigError, Settings, load_settings
@@ -112,6 +117,15 @@ def _warn_if_broker_evicts(**_: object) -> None:
     warning = broker_eviction_warning(settings)
     if warning:
         logging.getLogger("primer_cache").warning(warning)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _log_format(logger: logging.Logger, **_: object) -> None:
+    # PRIMER_LOG_FORMAT=json: the worker's and beat's lines as JSON objects too.
+    from adapters import logs
+
+    logs.reformat(logger)
 
 
 @worker_init.connect

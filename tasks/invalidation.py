@@ -83,6 +83,7 @@ def run_invalidation(
             rt.keys.head,
             batch.reason or "flush requested",
             batch.upto or "-",
+            extra=_fields(batch, result),
         )
     else:
         seen = known.start(rt.keys, ahead) if known is not None else None
@@ -107,6 +108,7 @@ def run_invalidation(
             batch.transactions,
             " [second pass]" if batch.second_pass else "",
             batch.upto or "-",
+            extra=_fields(batch, result),
         )
     if result.unparseable:
         log.warning("deleted %d keys under %r that do not parse", result.unparseable, rt.keys.head)
@@ -272,6 +274,19 @@ def _identity(payload: Any) -> Batch:
     except (TypeError, ValueError):
         seq = 0
     return Batch(term=str(payload.get("term", "")), seq=seq, upto=str(payload.get("upto", "")))
+
+
+def _fields(batch: Batch, result: SweepResult) -> dict[str, Any]:
+    """The fields a JSON log line of a sweep carries (adapters.logs)."""
+    return {
+        "term": batch.term,
+        "seq": batch.seq,
+        "gtid": batch.gtid,
+        "upto": batch.upto,
+        "second_pass": batch.second_pass,
+        "keys_scanned": result.scanned,
+        "keys_deleted": result.deleted,
+    }
 
 
 def _name(batch: Batch) -> str:

@@ -176,7 +176,14 @@ def _warm_query(
                 if aborts < attempts and run < MAX_RUNS:
                     continue
                 return WarmResult(key, None, _since(started), "aborted")
-            log.info("warmed %s: %d rows (run %d, %.1f ms)", key, len(rows), run, _since(started))
+            log.info(
+                "warmed %s: %d rows (run %d, %.1f ms)",
+                key,
+                len(rows),
+                run,
+                _since(started),
+                extra={"key": key, "rows": len(rows)},
+            )
             result = WarmResult(key, len(rows), _since(started), "warmed")
             again = client.register_script(_FINISH)(
                 keys=[names.lock, names.pending], args=[token, lock_ms]

@@ -178,7 +178,13 @@ class Listener:
             # The flush re-warms every pattern once it has swept.
             checkpoint = {**cold_start, "event_time": 0}
             ledger = self._cold_start(term, cold_start, "no checkpoint (first start or lost)")
-        log.info("%s: streaming from %s (term %s)", self.name, position_text(checkpoint), term)
+        log.info(
+            "%s: streaming from %s (term %s)",
+            self.name,
+            position_text(checkpoint),
+            term,
+            extra={"position": position_text(checkpoint), "term": term},
+        )
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
         reader = BinlogReader(self.settings, server, checkpoint, events)
         reader.start()
@@ -219,6 +225,7 @@ class Listener:
             self.name,
             why,
             position_text(position),
+            extra={"position": position_text(position), "term": term},
         )
         ledger = self._ledger(term, None, 0)
         flush = Batch(flush=True, reason=f"cold start: {why}", upto=position_text(position))
@@ -379,6 +386,7 @@ class _Tracker:
             batch.upto or "-",
             self.ledger.redeliver_after,
             entry.deliveries,
+            extra={"term": batch.term, "seq": batch.seq, "upto": batch.upto, "gtid": batch.gtid},
         )
         self.listener.publisher.invalidate(batch)
         metrics.REDELIVERIES.inc()
