@@ -13,9 +13,7 @@ from dataclasses import asdict, dataclass
 
 import redis
 
-
-def heartbeat_key(state_prefix: str) -> str:
-    return f"{state_prefix}listener:heartbeat"
+from core.keys import heartbeat_key
 
 
 @dataclass(frozen=True)

@@ -283,3 +283,8 @@ def leader_key(state_prefix: str) -> str:
 
 def checkpoint_key(state_prefix: str) -> str:
     return f"{state_prefix}{LISTENER_TAG}:checkpoint"
+
+
+def heartbeat_key(state_prefix: str) -> str:
+    """The leader's lag for `primer-cache status` (adapters.heartbeat)."""
+    return f"{state_prefix}{LISTENER_TAG}:heartbeat"

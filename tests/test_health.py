@@ -16,6 +16,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 
 from config.query import SEED_WARM_PATTERNS
+from core.keys import leader_key
 from tests.services import free_port, scrape, wait_for
 from tests.sidecar import Sidecar, isolated
 
@@ -68,7 +69,7 @@ def test_status_fields_and_exit_status(car: Watched) -> None:
     wait_for(lambda: car.present(warm_keys) == set(warm_keys), what="the warm keys")
     code, info = wait_for(lambda: (s := status(car))[0] == 0 and s, what="a healthy status")
     assert info["healthy"] is True and info["problems"] == []
-    assert info["leader"] == car.redis.get(f"{car.state_prefix}leader").decode()
+    assert info["leader"] == car.redis.get(leader_key(car.state_prefix)).decode()
     assert 0 <= info["lag_seconds"] <= info["max_lag_seconds"] == 30
     assert info["warm_keys"] == dict.fromkeys(warm_keys, True)
     assert info["warm_keys_present"] == 3
