@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 SCAN_COUNT = 1000
 UNLINK_BATCH = 500
+# A cluster node's doomed keys spread over its ~5,461 slots, one UNLINK per slot: collecting
+# more of them per round trip puts several keys in each UNLINK.
+SLOT_GROUPED_BATCH = 10_000
 # Faults of one node during a sweep (failover, a primary gone): that node's slots are re-scanned.
 NODE_FAULTS = (
     redis.ConnectionError,
@@ -121,17 +124,19 @@ def sweep(
     of them (present or not). Dry runs only list the cache keys and count the leases.
     `seen` gets every cache key the sweep finds appended (tasks.known_keys)."""
 
-    def sweep_node(scanner: redis.Redis) -> SweepResult:
-        return _sweep_node(scanner, client, keys, doomed, dry_run, count, heat, seen)
+    by_slot = is_cluster(client)
 
-    if not is_cluster(client):
+    def sweep_node(node: redis.Redis) -> SweepResult:
+        return _sweep_node(node, by_slot, keys, doomed, dry_run, count, heat, seen)
+
+    if not by_slot:
         return sweep_node(client)
     return _sweep_cluster(client, sweep_node)  # type: ignore[arg-type]
 
 
 def _sweep_node(
-    scanner: redis.Redis,
-    deleter: redis.Redis,
+    node: redis.Redis,
+    by_slot: bool,
     keys: KeyFormat,
     doomed: Callable[[KeyFilter], bool],
     dry_run: bool,
@@ -139,8 +144,10 @@ def _sweep_node(
     heat: Heat | None,
     seen: list[bytes] | None = None,
 ) -> SweepResult:
-    """Scan one node (`scanner`) and delete through `deleter` (the node itself, or the cluster
-    client, which routes each slot's UNLINK to whichever primary owns it now)."""
+    """Scan one node and delete what it holds through the same connection: a cluster node
+    owns the slots of every key it returns, so its UNLINKs need no routing (one slot each,
+    `by_slot`). A node demoted or gone meanwhile answers MOVED or not at all: the sweep then
+    scans its slots again from their new primary (_sweep_cluster)."""
     result = SweepResult()
     pending = _Doomed()
     judge = keys.judge(doomed)  # one memo per thread
@@ -148,7 +155,7 @@ def _sweep_node(
     pattern = keys.sweep_pattern()
     cursor = 0
     while True:
-        cursor, batch = scanner.scan(cursor=cursor, match=pattern, count=count)
+        cursor, batch = node.scan(cursor=cursor, match=pattern, count=count)
         for raw in batch:
             text = _text(raw)
             if text.startswith(head):  # a cache key (nearly every key: the fast path)
@@ -168,8 +175,10 @@ def _sweep_node(
             pending.leases.append(_raw(raw))
             if not dry_run:
                 pending.cache.append(guarded.encode("utf-8", "surrogateescape"))
-        if len(pending) >= UNLINK_BATCH or (cursor == 0 and pending):
-            _delete(deleter, pending, result, dry_run, heat)
+        if len(pending) >= (SLOT_GROUPED_BATCH if by_slot else UNLINK_BATCH) or (
+            cursor == 0 and pending
+        ):
+            _delete(node, by_slot, pending, result, dry_run, heat)
             pending = _Doomed()
         if cursor == 0:
             return result
@@ -187,12 +196,13 @@ def delete_keys(
             lease = lease_key(_text(raw))
             if lease is not None:
                 part.leases.append(lease.encode("utf-8", "surrogateescape"))
-        _delete(client, part, result, False, heat)
+        _delete(client, is_cluster(client), part, result, False, heat)
     return result
 
 
 def _delete(
     client: redis.Redis,
+    by_slot: bool,
     doomed: _Doomed,
     result: SweepResult,
     dry_run: bool,
@@ -203,7 +213,6 @@ def _delete(
         result.deleted += len(doomed.cache)
         result.leases_revoked += len(doomed.leases)
         return
-    by_slot = is_cluster(client)
     pipe = client.pipeline(transaction=False)
     if heat is not None:
         for raw in doomed.cache:
@@ -211,8 +220,6 @@ def _delete(
     # Leases first: a fill between the two UNLINKs is refused, one before is deleted after.
     lease_groups = _unlink_groups(doomed.leases, by_slot=by_slot)
     for group in [*lease_groups, *_unlink_groups(doomed.cache, by_slot=by_slot)]:
-        # execute_command: redis-py's cluster pipeline refuses unlink() of several keys even
-        # when they share a slot; the server accepts it (one slot per group, see below).
         pipe.execute_command("UNLINK", *group)
     replies = pipe.execute(raise_on_error=False)
     if heat is not None:
