@@ -44,6 +44,11 @@ class KnownKeys:
     def start(self, keys: KeyFormat, carried: list[bytes] | None = None) -> list[bytes] | None:
         """A sweep begins after deleting `carried` ahead of it. Returns the list the sweep
         should append every cache key it finds to, or None when no rebuild is due."""
+        if not self._same_format(keys):
+            # A snapshot holds one key format's names (a process that serves another format,
+            # as tests do, starts afresh): another format's names would judge as unparseable
+            # and be deleted as doomed.
+            self._groups, self._group_of, self._built_at = {}, {}, float("-inf")
         self._keys = keys
         self._carried = list(carried or ())
         due = time.monotonic() - self._built_at >= self.rebuild_every
@@ -74,12 +79,18 @@ class KnownKeys:
 
     def affected(self, keys: KeyFormat, doomed: Callable[[KeyFilter], bool]) -> list[bytes]:
         """The known names a sweep with `doomed` would delete (unparseable ones included)."""
+        if not self._same_format(keys):
+            return []
         judge = keys.judge(doomed)
         out: list[bytes] = []
         for group in self._groups.values():
             if judge(_text(group[0])) is not False:
                 out.extend(group)
         return out
+
+    def _same_format(self, keys: KeyFormat) -> bool:
+        known = self._keys
+        return known is None or (known.prefix, known.template) == (keys.prefix, keys.template)
 
     def _add(self, keys: KeyFormat, names: list[bytes], groups: dict[str, list[bytes]]) -> None:
         group_of = self._group_of

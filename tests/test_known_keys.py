@@ -69,6 +69,22 @@ def test_known_affected_keys_go_first_and_the_sweep_finds_the_rest(
     assert _present(redis_client, keys) == {keys.build(old_miss).encode()}
 
 
+def test_a_snapshot_serves_only_its_own_key_format(
+    redis_client: redis.Redis, keys: KeyFormat
+) -> None:
+    """Names known under one format are never judged (as unparseable, so doomed) under
+    another: a process whose batches come with another format starts a fresh snapshot."""
+    _plant(redis_client, keys, [Query(("security",))])
+    known = KnownKeys()
+    _snapshot(redis_client, keys, known)
+    other = KeyFormat(unique("kk") + ":megamind:primer:", DEFAULT_KEY_TEMPLATE)
+    index = ChangeIndex([ElementImage("development", None, None)])
+    assert known.affected(other, index.affects) == []
+    assert known.start(other) == []  # a rebuild is due at once, from the new format's sweep
+    known.finish()
+    assert len(known) == 0
+
+
 def test_a_snapshot_over_the_limit_is_not_kept(redis_client: redis.Redis, keys: KeyFormat) -> None:
     _plant(redis_client, keys, [Query(("a",), limit=n) for n in range(1, 6)])
     known = KnownKeys(limit=3)
