@@ -14,6 +14,7 @@ Unhealthy means any of:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from datetime import UTC, datetime
@@ -57,7 +58,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
         "checkpoint": checkpoint,
         "seconds_since_last_event": round(now - event_time, 3) if event_time else None,
         "seconds_since_checkpoint": round(now - saved_at, 3) if saved_at else None,
-        "queues": _queue_depths(settings, QUEUES),
+        "queues": queue_depths(settings, QUEUES),
         "warm_keys": warm,
         "warm_keys_present": sum(warm.values()),
         "partitions": _partitions(settings),
@@ -128,14 +129,26 @@ def _partitions(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int] | None:
-    """Messages waiting per queue (a Redis broker's lists); None for other brokers."""
-    from adapters.redis_client import connect_redis
+def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int | None]:
+    """Messages waiting in each queue, on a Redis broker or RabbitMQ alike (a passive
+    declare); None for a queue the broker does not have (no worker declared it yet)."""
+    from kombu.exceptions import ChannelError
 
-    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
-        return None
-    broker = connect_redis(settings.broker_url, socket_connect_timeout=5)
-    return {name: int(broker.llen(name)) for name in queues}
+    from tasks.app import app
+
+    depths: dict[str, int | None] = {}
+    with app.connection_for_read(url=settings.broker_url) as conn:
+        conn.ensure_connection(max_retries=1)
+        for name in queues:
+            channel = conn.channel()
+            try:
+                depths[name] = int(channel.queue_declare(name, passive=True).message_count)
+            except ChannelError:
+                depths[name] = None  # RabbitMQ closes the channel on a missing queue
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
+    return depths
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,8 +167,11 @@ def run(args: argparse.Namespace) -> int:
     since = info["seconds_since_last_event"]
     print(f"last event:  {'none since the checkpoint' if since is None else f'{since} s ago'}")
     for name, depth in (info["queues"] or {}).items():
-        print(f"queue {name}: {depth}")
+        print(f"queue {name}: {'(not declared)' if depth is None else depth}")
     print(f"warm keys:   {info['warm_keys_present']}/{len(info['warm_keys'])} present")
+    stats = info["stats"]
+    print(f"redelivered: {stats.get('redeliveries', 0)} batches (not done in time)")
+    print(f"fallbacks:   {stats.get('fallback_flushes', 0)} flushes (batches that failed)")
     part = info["partitions"]
     if "error" in part:
         print(f"partitions:  {part['table']}: {part['error']}")

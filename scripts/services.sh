@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Private MariaDB (binlog on, ROW, FULL image, FULL metadata), a GTID read replica of it,
 # a private Redis, a private 6-node Redis Cluster (3 primaries, 3 replicas) and a private
-# TLS Redis (self-signed CA) for primer-cache: own data dirs under .run/ (gitignored), spare
+# TLS Redis (self-signed CA) and a private RabbitMQ for primer-cache: own data dirs under .run/ (gitignored), spare
 # ports, idempotent.
 #
 #   scripts/services.sh start   start (or reuse) them, load the schema, write .run/services.env
@@ -17,6 +17,8 @@ REDIS_DIR="$RUN/redis"
 CLUSTER_DIR="$RUN/redis-cluster"
 CLUSTER_NODES=6
 TLS_DIR="$RUN/redis-tls"
+RABBIT_DIR="$RUN/rabbitmq"
+RABBIT_BIN=/usr/lib/rabbitmq/bin  # the real scripts: /usr/sbin's wrappers `su` to rabbitmq
 ENV_FILE="$RUN/services.env"
 DB_NAME="${PRIMER_DB_NAME:-megamind}"
 
@@ -43,6 +45,7 @@ need_packages() {
   command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
   command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+  [ -x "$RABBIT_BIN/rabbitmq-server" ] || missing+=(rabbitmq-server)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} with apt-get"
     export DEBIAN_FRONTEND=noninteractive
@@ -333,6 +336,74 @@ start_redis_tls() {
   exit 1
 }
 
+# RabbitMQ: its own node name (this worktree's), AMQP, distribution and epmd ports, data,
+# logs, config and Erlang cookie (HOME) under .run/rabbitmq, so it never meets the system
+# RabbitMQ (5672, epmd 4369) or another worktree's. No plugins (no management UI).
+rabbit_env() {
+  export HOME="$RABBIT_DIR"
+  export RABBITMQ_NODENAME="primer-cache-$(printf '%s' "$ROOT" | cksum | cut -d' ' -f1)@localhost"
+  export RABBITMQ_NODE_PORT="$(cat "$RABBIT_DIR/port")"
+  export RABBITMQ_DIST_PORT="$(cat "$RABBIT_DIR/dist_port")"
+  export ERL_EPMD_PORT="$(cat "$RABBIT_DIR/epmd_port")"
+  export ERL_EPMD_ADDRESS=127.0.0.1
+  export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia"
+  export RABBITMQ_LOG_BASE="$RABBIT_DIR/log"
+  export RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf"
+  export RABBITMQ_ADVANCED_CONFIG_FILE="$RABBIT_DIR/advanced.config"
+  export RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins"
+  export RABBITMQ_CONF_ENV_FILE="$RABBIT_DIR/rabbitmq-env.conf"  # not /etc's
+  export RABBITMQ_PID_FILE="$RABBIT_DIR/pid"
+}
+
+start_rabbitmq() {
+  if alive "$RABBIT_DIR/pid"; then
+    RABBIT_PORT="$(cat "$RABBIT_DIR/port")"
+    log "RabbitMQ already running on port $RABBIT_PORT (pid $(cat "$RABBIT_DIR/pid"))"
+    return
+  fi
+  mkdir -p "$RABBIT_DIR"
+  rm -f "$RABBIT_DIR/pid"
+  free_port >"$RABBIT_DIR/port"
+  free_port >"$RABBIT_DIR/dist_port"
+  free_port >"$RABBIT_DIR/epmd_port"
+  RABBIT_PORT="$(cat "$RABBIT_DIR/port")"
+  printf 'listeners.tcp.default = 127.0.0.1:%s\n' "$RABBIT_PORT" >"$RABBIT_DIR/rabbitmq.conf"
+  echo '[].' >"$RABBIT_DIR/enabled_plugins"
+  : >"$RABBIT_DIR/rabbitmq-env.conf"
+  (
+    rabbit_env
+    setsid "$RABBIT_BIN/rabbitmq-server" >"$RABBIT_DIR/server.log" 2>&1 </dev/null &
+    for _ in $(seq 1 600); do
+      if [ -f "$RABBITMQ_PID_FILE" ] \
+        && "$RABBIT_BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" await_startup --timeout 60 \
+          >/dev/null 2>&1; then
+        exit 0
+      fi
+      sleep 0.2
+    done
+    exit 1
+  ) || {
+    log "RabbitMQ did not start; see $RABBIT_DIR/server.log"
+    tail -20 "$RABBIT_DIR/server.log" >&2 || true
+    exit 1
+  }
+  log "RabbitMQ up on 127.0.0.1:$RABBIT_PORT"
+}
+
+stop_rabbitmq() {
+  alive "$RABBIT_DIR/pid" || return 0
+  local pid
+  pid="$(cat "$RABBIT_DIR/pid")"
+  (
+    rabbit_env
+    "$RABBIT_BIN/rabbitmqctl" -q -n "$RABBITMQ_NODENAME" stop >/dev/null 2>&1 || kill "$pid"
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    # the node started its own epmd on its private port: end that too
+    epmd -port "$ERL_EPMD_PORT" -kill >/dev/null 2>&1 || true
+  )
+  log "RabbitMQ stopped (pid $pid)"
+}
+
 load_schema() {
   mariadb --no-defaults -uroot --socket="$DB_DIR/sock" -e "CREATE DATABASE IF NOT EXISTS \`$DB_NAME\`"
   mariadb --no-defaults -uroot --socket="$DB_DIR/sock" "$DB_NAME" <"$ROOT/sql/schema.sql"
@@ -349,6 +420,7 @@ PRIMER_REDIS_TLS_URL=rediss://127.0.0.1:$TLS_PORT/0?ssl_ca_certs=$TLS_DIR/ca.crt
 PRIMER_REDIS_TLS_CA=$TLS_DIR/ca.crt
 PRIMER_REPLICA_URL=mysql://root:@127.0.0.1:$REPLICA_PORT/$DB_NAME
 PRIMER_REPLICA_SOCKET=$REPLICA_DIR/sock
+PRIMER_AMQP_URL=amqp://guest:guest@127.0.0.1:$RABBIT_PORT//
 ENV
   log "wrote $ENV_FILE"
 }
@@ -372,10 +444,12 @@ case "${1:-start}" in
     start_redis
     start_redis_cluster
     start_redis_tls
+    start_rabbitmq
     load_schema
     write_env
     ;;
   stop)
+    stop_rabbitmq
     stop_one Redis "$REDIS_DIR/pid"
     stop_redis_cluster
     stop_one "TLS Redis" "$TLS_DIR/pid"
@@ -390,6 +464,8 @@ case "${1:-start}" in
     cluster_running && echo "redis cluster: running, port $(cat "$CLUSTER_DIR/node1/port") and 5 more" \
       || echo "redis cluster: stopped"
     alive "$TLS_DIR/pid" && echo "redis tls: running, port $(cat "$TLS_DIR/port")" || echo "redis tls: stopped"
+    alive "$RABBIT_DIR/pid" && echo "rabbitmq: running, port $(cat "$RABBIT_DIR/port")" \
+      || echo "rabbitmq: stopped"
     ;;
   *)
     echo "usage: $0 start|stop|status" >&2

@@ -49,7 +49,19 @@ WARM_QUEUE = queue_name(settings, "warm")
 MAINTENANCE_QUEUE = queue_name(settings, "maintenance")
 QUEUES = (INVALIDATE_QUEUE, WARM_QUEUE, MAINTENANCE_QUEUE)
 
-app = Celery("primer_cache", broker=settings.broker_url, backend=settings.broker_url)
+
+def result_backend(broker_url: str) -> str:
+    """Where task results go. Only `primer-cache warm` reads any (every other send ignores
+    its result), so: the broker Redis itself, or with RabbitMQ `rpc://` (results come back as
+    messages to the caller that waits for them; Celery 5 has no `amqp` backend)."""
+    if broker_url.startswith(("redis://", "rediss://", "unix://")):
+        return broker_url
+    return "rpc://"
+
+
+app = Celery(
+    "primer_cache", broker=settings.broker_url, backend=result_backend(settings.broker_url)
+)
 app.conf.update(
     # JSON only: no pickle on the wire.
     task_serializer="json",
@@ -59,10 +71,19 @@ app.conf.update(
     task_acks_late=True,
     task_reject_on_worker_lost=True,
     worker_prefetch_multiplier=1,
-    # Redis redelivers an unacked message after this long; invalidations must not wait an hour.
+    # A Redis broker redelivers an unacked message (its worker died) only after this long;
+    # invalidations do not wait for it: the listener publishes a batch again when it is not
+    # done within listener.redeliver_after_s. RabbitMQ requeues a dead consumer's at once.
     broker_transport_options={"visibility_timeout": 600},
+    # Never give up on a broker that is away: reconnect (with backoff) until it is back.
+    broker_connection_retry_on_startup=True,
+    broker_connection_max_retries=None,
+    # A task running when the broker connection drops is redelivered anyway (acks_late).
+    worker_cancel_long_running_tasks_on_connection_loss=True,
     result_expires=3600,
-    task_queues=[Queue(name) for name in QUEUES],
+    # Durable queues, persistent messages: a restarted RabbitMQ keeps what it had.
+    task_queues=[Queue(name, durable=True) for name in QUEUES],
+    task_default_delivery_mode="persistent",
     task_default_queue=INVALIDATE_QUEUE,
     task_routes={
         INVALIDATE_TASK: {"queue": INVALIDATE_QUEUE},
@@ -73,7 +94,6 @@ app.conf.update(
         ENSURE_PARTITIONS_TASK: {"queue": MAINTENANCE_QUEUE},
         CHECK_TASK: {"queue": MAINTENANCE_QUEUE},
     },
-    broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
     timezone="UTC",
     enable_utc=True,

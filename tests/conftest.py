@@ -37,6 +37,22 @@ def services() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def amqp_url(services: dict[str, str]) -> str:
+    """The private RabbitMQ that scripts/services.sh starts."""
+    url = services.get("PRIMER_AMQP_URL")
+    if not url:
+        _unavailable("PRIMER_AMQP_URL is not in .run/services.env (RabbitMQ not started)")
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=5) as conn:
+            conn.ensure_connection(max_retries=1)
+    except Exception as exc:  # kombu and amqp raise several kinds
+        _unavailable(f"RabbitMQ: {exc}")
+    return str(url)
+
+
+@pytest.fixture(scope="session")
 def mysql_params(services: dict[str, str]) -> dict[str, Any]:
     problems: list[str] = []
     parsed = MySQLSettings.from_url(services["PRIMER_MYSQL_URL"], problems)

@@ -104,6 +104,22 @@ def delete_prefix(client: redis.Redis, prefix: str) -> None:
         client.unlink(*batch[start : start + 500])
 
 
+def delete_queues(broker_url: str, queues: list[str]) -> None:
+    """Remove a test's own queues from a broker (Redis or RabbitMQ), whatever they hold;
+    a broker that is gone (a private one the test stopped) has nothing to remove."""
+    from kombu import Connection
+    from kombu.exceptions import OperationalError
+
+    try:
+        with Connection(broker_url, connect_timeout=3) as conn:
+            conn.ensure_connection(max_retries=1)
+            for name in queues:
+                with conn.channel() as channel:
+                    channel.queue_delete(name)
+    except (OperationalError, OSError):
+        pass
+
+
 class Process:
     """A subprocess with its output in a file; stopped by its own PID only."""
 

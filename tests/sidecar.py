@@ -32,6 +32,7 @@ from tests.services import (
     cli,
     connect,
     delete_prefix,
+    delete_queues,
     scratch_database,
     unique,
     wait_for,
@@ -59,6 +60,8 @@ class Sidecar:
     leader_ttl_ms: int = 3000  # a stall (SIGSTOP) longer than this costs the lead
     warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
     refresh: bool = False  # False: no refresh of hot keys after a sweep (they stay deleted)
+    broker_url: str = ""  # "": the services' broker (a Redis db); or amqp://, a private Redis
+    redeliver_after_s: int = 30
     worker: Process | None = None
     listener: Process | None = None
     processes: list[Process] = field(default_factory=list)
@@ -73,16 +76,18 @@ class Sidecar:
             f"second_pass_ms = {self.second_pass_ms}\n"
             f'[celery]\nqueue_prefix = "{self.tag}"\n'
             f"[listener]\nleader_ttl_ms = {self.leader_ttl_ms}\n"
+            f"redeliver_after_s = {self.redeliver_after_s}\n"
             + ("" if self.warm else "[warm]\npatterns = []\n")
             + ("" if self.refresh else "[refresh]\nmax_keys = 0\n")
             + self.extra_toml
         )
         mysql_url = self.base_env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{self.database}"
+        extra = {"PRIMER_BROKER_URL": self.broker_url} if self.broker_url else {}
         self.env = child_env(
-            self.base_env, PRIMER_MYSQL_URL=mysql_url, PRIMER_CONFIG=str(self.config)
+            self.base_env, PRIMER_MYSQL_URL=mysql_url, PRIMER_CONFIG=str(self.config), **extra
         )
         self.settings: Settings = load_settings(self.env)
-        self.broker = redis.Redis.from_url(self.settings.broker_url)
+        self.queues = [f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance")]
 
     # ---- processes ----------------------------------------------------------------------
 
@@ -94,7 +99,7 @@ class Sidecar:
         name: str = "",
     ) -> Process:
         """A Celery worker on the sidecar's queues; several workers need distinct `name`s."""
-        queues = ",".join(f"{self.tag}.{q}" for q in ("invalidate", "warm", "maintenance"))
+        queues = ",".join(self.queues)
         env = (
             {**self.env, "PRIMER_WORKER_METRICS_PORT": str(metrics_port)}
             if metrics_port
@@ -169,7 +174,7 @@ class Sidecar:
         for proc in reversed(self.processes):
             proc.stop()
         delete_prefix(self.redis, f"{self.tag}:")
-        delete_prefix(self.broker, f"{self.tag}.")
+        delete_queues(self.settings.broker_url, self.queues)
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return cli(self.env, *args, timeout=timeout)

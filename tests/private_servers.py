@@ -1,0 +1,171 @@
+"""Throwaway servers for the fault tests: a test that kills, pauses or restarts a server
+starts its own (free port, data under the test's tmp dir) and never touches the shared ones
+that scripts/services.sh started."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import redis
+
+from tests.services import wait_for
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Server:
+    """A server process of our own: pause (SIGSTOP), resume, kill (SIGKILL) and start again
+    on the same port. Stopped by its own PID only."""
+
+    name = "server"
+
+    def __init__(self, workdir: Path) -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        log = (self.dir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_for(self._up, timeout=60, what=f"private {self.name} on port {self.port}")
+
+    def _up(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"private {self.name} exited: see {self.dir}")
+        return self.ready()
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server must die too
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class PrivateRedis(_Server):
+    """A redis-server without persistence: killed and started again, it comes back empty."""
+
+    name = "redis"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+        ]
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def ready(self) -> bool:
+        try:
+            return bool(redis.Redis(port=self.port, socket_connect_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+
+class PrivateMariaDB(_Server):
+    """A mariadbd with the binlog the listener needs, data under `workdir`."""
+
+    name = "mariadb"
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.data = self.dir / "data"
+        install = shutil.which("mariadb-install-db") or "mariadb-install-db"
+        user = os.environ.get("USER") or "root"
+        subprocess.run(
+            [
+                install,
+                "--no-defaults",
+                f"--datadir={self.data}",
+                f"--user={user}",
+                "--auth-root-authentication-method=normal",
+            ],
+            check=True,
+            capture_output=True,
+        )
+
+    def command(self) -> list[str]:
+        mariadbd = shutil.which("mariadbd") or "/usr/sbin/mariadbd"
+        return [
+            mariadbd,
+            "--no-defaults",
+            f"--datadir={self.data}",
+            f"--socket={self.dir / 'sock'}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--user={os.environ.get('USER') or 'root'}",
+            "--skip-name-resolve",
+            f"--log-bin={self.data / 'binlog'}",
+            "--binlog-format=ROW",
+            "--binlog-row-image=FULL",
+            "--binlog-row-metadata=FULL",
+            "--server-id=1",
+            "--innodb-buffer-pool-size=32M",
+            "--innodb-log-file-size=16M",
+            f"--log-error={self.dir / 'error.log'}",
+        ]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"host": "127.0.0.1", "port": self.port, "user": "root", "password": ""}
+
+    @property
+    def url(self) -> str:
+        return f"mysql://root:@127.0.0.1:{self.port}/mysql"
+
+    def ready(self) -> bool:
+        try:
+            pymysql.connect(connect_timeout=1, **self.params).close()
+            return True
+        except pymysql.err.OperationalError:
+            time.sleep(0.05)
+            return False
