@@ -81,11 +81,17 @@ class _Server:
 
 
 class PrivateRedis(_Server):
-    """A redis-server without persistence: killed and started again, it comes back empty."""
+    """A redis-server. Without `persistent` it comes back empty after a kill; with it, every
+    write is in its append-only file first (appendfsync always) and survives a SIGKILL."""
 
     name = "redis"
 
+    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+        super().__init__(workdir)
+        self.persistent = persistent
+
     def command(self) -> list[str]:
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
         return [
             "redis-server",
             "--port",
@@ -96,9 +102,13 @@ class PrivateRedis(_Server):
             "",
             "--appendonly",
             "no",
+            *aof,
             "--dir",
             str(self.dir),
         ]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=5, socket_timeout=30)
 
     @property
     def url(self) -> str:

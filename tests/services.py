@@ -81,6 +81,14 @@ def schema_statements() -> list[str]:
     return [statement.strip() for statement in text.split(";") if statement.strip()]
 
 
+def revive(conn: pymysql.Connection) -> None:
+    """Open `conn` again if its server went away meanwhile (a test restarted it)."""
+    try:
+        conn.ping()
+    except pymysql.Error:
+        conn.connect()
+
+
 @contextmanager
 def scratch_database(admin: pymysql.Connection, name: str | None = None) -> Iterator[str]:
     """A schema created for one test (with the primer tables), dropped afterwards."""
@@ -93,6 +101,7 @@ def scratch_database(admin: pymysql.Connection, name: str | None = None) -> Iter
     try:
         yield name
     finally:
+        revive(admin)  # the test may have restarted a server of its own
         with admin.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
 

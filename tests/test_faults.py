@@ -8,17 +8,23 @@ completeness and precision figures. Servers a test kills or pauses are its own
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
+import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.services import Process, wait_for
+from config.query import Query
+from tests.private_servers import PrivateMariaDB, PrivateRedis
+from tests.services import VENV_BIN, Process, revive, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.workload import Workload
 
@@ -160,3 +166,189 @@ def test_chaos_with_rabbitmq(
         services, mysql_params, redis_client, workdir, second_pass_ms=250, broker_url=amqp_url
     ) as car:
         chaos(car, random.Random(12), 25, "rabbitmq")
+
+
+# ---- server outages: no process exits, and afterwards nothing is missing ------------------------
+
+OUTAGE_S = 10.0
+
+
+@contextmanager
+def running(server: PrivateRedis | PrivateMariaDB) -> Iterator[Any]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def changes_for(work: Workload, seconds: float) -> None:
+    """Keep changing the primer tables for `seconds` (the length of an outage)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        work.change()
+        time.sleep(0.2)  # pacing the workload, not waiting for anything
+
+
+def started(car: Sidecar, seed: int) -> Workload:
+    car.start_worker()
+    car.start_listener()
+    work = Workload(car, random.Random(seed))
+    work.seed()
+    for _ in range(5):
+        work.change()
+    return work
+
+
+def test_cache_redis_paused(services: dict[str, str], mysql_params: dict, workdir: Path) -> None:
+    with running(PrivateRedis(workdir / "cache")) as cache:
+        env = {**services, "PRIMER_REDIS_URL": cache.url}
+        with sidecar(env, mysql_params, cache.client(), workdir) as car:
+            work = started(car, 21)
+            cache.pause()
+            try:
+                changes_for(work, OUTAGE_S)
+            finally:
+                cache.resume()
+            work.wait_complete("cache Redis SIGSTOPped 10 s", time.monotonic(), CATCH_UP_TIMEOUT)
+            both_alive(car)
+
+
+def test_cache_redis_killed_and_restarted(
+    services: dict[str, str], mysql_params: dict, workdir: Path
+) -> None:
+    # Persistent (appendfsync always): it comes back with its keys and the checkpoint. (One
+    # that comes back empty has lost the checkpoint: a cold start, which flushes.)
+    with running(PrivateRedis(workdir / "cache", persistent=True)) as cache:
+        env = {**services, "PRIMER_REDIS_URL": cache.url}
+        with sidecar(env, mysql_params, cache.client(), workdir) as car:
+            work = started(car, 22)
+            cache.kill()
+            changes_for(work, OUTAGE_S)
+            cache.start()
+            outcome = work.wait_complete(
+                "cache Redis SIGKILLed, down 10 s", time.monotonic(), CATCH_UP_TIMEOUT
+            )
+            assert outcome.gone == outcome.affected
+            both_alive(car)
+
+
+def test_broker_down_then_restarted_empty(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, workdir: Path
+) -> None:
+    with (
+        running(PrivateRedis(workdir / "broker")) as broker,
+        sidecar(services, mysql_params, redis_client, workdir, broker_url=broker.url) as car,
+    ):
+        work = started(car, 23)
+        broker.kill()
+        changes_for(work, OUTAGE_S)
+        broker.start()  # empty: whatever was queued is gone
+        work.wait_complete(
+            "broker Redis SIGKILLed, down 10 s, back empty", time.monotonic(), CATCH_UP_TIMEOUT
+        )
+        both_alive(car)
+
+
+def test_frozen_worker_while_the_broker_restarts_empty(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, workdir: Path
+) -> None:
+    with (
+        running(PrivateRedis(workdir / "broker")) as broker,
+        sidecar(services, mysql_params, redis_client, workdir, broker_url=broker.url) as car,
+    ):
+        work = started(car, 24)
+        worker = car.worker
+        assert worker is not None
+        os.killpg(worker.proc.pid, signal.SIGSTOP)
+        try:
+            queue = broker.client()
+            for _ in range(20):
+                work.change()
+            wait_for(
+                lambda: queue.llen(f"{car.tag}.invalidate") > 0,
+                timeout=30,
+                what="batches to queue up for the frozen worker",
+            )
+            broker.kill()
+            broker.start()  # empty: the queued batches are gone
+        finally:
+            os.killpg(worker.proc.pid, signal.SIGCONT)
+        for _ in range(3):
+            work.change()
+        work.wait_complete(
+            "worker SIGSTOPped, broker restarted empty", time.monotonic(), CATCH_UP_TIMEOUT
+        )
+        both_alive(car)
+
+
+def test_mariadb_paused_then_restarted(
+    services: dict[str, str], redis_client: redis.Redis, workdir: Path
+) -> None:
+    with running(PrivateMariaDB(workdir / "mariadb")) as db:
+        env = {**services, "PRIMER_MYSQL_URL": db.url}
+        with sidecar(env, db.params, redis_client, workdir) as car:
+            work = started(car, 25)
+            db.pause()
+            try:
+                time.sleep(OUTAGE_S)  # the outage itself
+            finally:
+                db.resume()
+            changes_for(work, 2)
+            db.kill()
+            db.start()
+            revive(car.conn)
+            for _ in range(5):
+                work.change()
+            work.wait_complete(
+                "MariaDB SIGSTOPped 10 s, then SIGKILLed and restarted",
+                time.monotonic(),
+                CATCH_UP_TIMEOUT,
+            )
+            both_alive(car)
+
+
+# ---- a batch the task cannot process -------------------------------------------------------------
+
+
+def test_a_batch_that_fails_falls_back_to_a_flush(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, workdir: Path
+) -> None:
+    with sidecar(services, mysql_params, redis_client, workdir) as car:
+        work = started(car, 26)
+        car.checkpointed()
+        # A batch of a (made-up) listener term whose image holds a priority that is no number.
+        bad = {"images": [{"c": "security", "p": "high", "l": "required"}], "term": "x.1", "seq": 1}
+        sent = subprocess.run(
+            [
+                str(VENV_BIN / "celery"),
+                "-A",
+                "tasks",
+                "call",
+                "primer_cache.invalidate",
+                "--args",
+                json.dumps([bad]),
+                "--queue",
+                f"{car.tag}.invalidate",
+            ],
+            env=car.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert sent.returncode == 0, sent.stderr
+        wait_for(lambda: not car.present(work.keys), timeout=30, what="the fallback flush")
+        worker = car.worker
+        assert worker is not None
+        assert "FLUSHING every primer key instead" in worker.output()
+        assert "ERROR" in worker.output()
+        counts = stats(car)
+        assert counts["fallback_flushes"] == 1 and counts["fallback_flushes:InvalidOperation"] == 1
+        done = car.redis.hget(f"{car.state_prefix}completion:x.1", "d1")
+        assert done is not None, "the failed batch was not reported done"
+        # ... and the pipeline goes on
+        keys = car.plant(Query(("security",)), Query(("zzother",)))
+        car.insert_chunk(f"after-{car.tag}", "security", "0.50", "required")
+        car.sync()
+        assert car.present(keys) == {keys[1]}
+        both_alive(car)
