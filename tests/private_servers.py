@@ -86,9 +86,12 @@ class PrivateRedis(_Server):
 
     name = "redis"
 
-    def __init__(self, workdir: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, *, persistent: bool = False, options: tuple[str, ...] = ()
+    ) -> None:
         super().__init__(workdir)
         self.persistent = persistent
+        self.options = options  # more redis-server arguments, e.g. a maxmemory policy
 
     def command(self) -> list[str]:
         aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else []
@@ -105,6 +108,7 @@ class PrivateRedis(_Server):
             *aof,
             "--dir",
             str(self.dir),
+            *self.options,
         ]
 
     def client(self) -> redis.Redis:

@@ -308,6 +308,49 @@ def test_mariadb_paused_then_restarted(
             both_alive(car)
 
 
+def test_an_evicting_cache_redis_loses_the_checkpoint_to_a_flush(
+    services: dict[str, str], mysql_params: dict, workdir: Path
+) -> None:
+    """The primer server's Redis runs allkeys-lru: under memory pressure it evicts the
+    sidecar's own keys too. An evicted checkpoint must end in a flush, never in a resume
+    from nowhere (or a stale key)."""
+    lru = ("--maxmemory", "8mb", "--maxmemory-policy", "allkeys-lru")
+    with running(PrivateRedis(workdir / "cache", options=lru)) as cache:
+        env = {**services, "PRIMER_REDIS_URL": cache.url}
+        client = cache.client()
+        with sidecar(env, mysql_params, client, workdir) as car:
+            work = started(car, 27)
+            car.checkpointed()
+            car.kill_listener()  # a stopped listener writes no new checkpoint meanwhile
+            checkpoint = f"{car.state_prefix}*checkpoint*"
+
+            def checkpoint_evicted() -> bool:
+                # SCAN, not GET: a read would make the checkpoint recently used
+                return not list(client.scan_iter(match=checkpoint))
+
+            filler = (b"x" * 10_000,)
+            for n in range(5_000):  # 50 MB at most into an 8 MB Redis
+                client.set(f"{car.tag}:junk:{n}", filler[0])
+                if n % 50 == 0 and checkpoint_evicted():
+                    break
+            assert checkpoint_evicted(), "filling the cache did not evict the checkpoint"
+            for _ in range(5):
+                work.change()
+            back = time.monotonic()
+            car.start_listener()
+            listener = car.listener
+            assert listener is not None
+            wait_for(lambda: "COLD START" in listener.output(), timeout=30, what="a cold start")
+            outcome = work.wait_complete(
+                "cache Redis (allkeys-lru) evicted the checkpoint",
+                back,
+                CATCH_UP_TIMEOUT,
+                precise=False,  # a flush: every key goes, affected or not
+            )
+            assert outcome.gone == outcome.affected
+            both_alive(car)
+
+
 # ---- a batch the task cannot process -------------------------------------------------------------
 
 

@@ -56,6 +56,9 @@ def car(
         )
         sidecar.start_listener(metrics_port=sidecar.listener_port)
         sidecar.sync()
+        # Two pool children: the cold-start flush may still be running after the sentinel
+        # went (and would take a later sentinel with it); its end moves the checkpoint.
+        sidecar.checkpointed()
         yield sidecar
 
 
