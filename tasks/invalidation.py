@@ -31,7 +31,7 @@ from core.predicate import ChangeIndex
 from tasks import metrics, refresh, warming
 from tasks.app import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, app, queue_name
 from tasks.elements import chunk_images
-from tasks.known_keys import KNOWN
+from tasks.known_keys import known_for
 from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
@@ -67,7 +67,11 @@ def run_invalidation(
     started = time.perf_counter()
     # The keys the last sweep left that this batch affects go first (one UNLINK); the sweep
     # below stays the ground truth and finds the rest.
-    known = KNOWN if not dry_run and index is not None and doomed is None else None
+    known = (
+        known_for(rt.settings.redis_url, rt.keys)
+        if not dry_run and index is not None and doomed is None
+        else None
+    )
     early, ahead = SweepResult(), []
     if known is not None and index is not None:
         ahead = known.affected(rt.keys, index.affects)

@@ -112,6 +112,19 @@ def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
-# One per process (Celery's prefork children each fill their own after the fork). On a
-# cluster, nodes are swept in threads appending to one list (list.append is atomic).
-KNOWN = KnownKeys()
+# One per keyspace (Redis URL, key prefix and template) per process: Celery's prefork
+# children each fill their own after the fork; a name is only ever judged by the format it
+# was found under, and deleted from the Redis it was found in. On a cluster, nodes are swept
+# in threads appending to one list (list.append is atomic).
+_KNOWN: dict[tuple[str, str, str], KnownKeys] = {}
+_MAX_KEYSPACES = 4
+
+
+def known_for(redis_url: str, keys: KeyFormat) -> KnownKeys:
+    space = (redis_url, keys.prefix, keys.template)
+    known = _KNOWN.get(space)
+    if known is None:
+        if len(_KNOWN) >= _MAX_KEYSPACES:
+            _KNOWN.clear()
+        known = _KNOWN[space] = KnownKeys()
+    return known

@@ -14,7 +14,7 @@ from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key
 from core.predicate import ChangeIndex, ElementImage
-from tasks.known_keys import KnownKeys
+from tasks.known_keys import KnownKeys, known_for
 from tasks.sweep import delete_keys, sweep
 from tests.services import delete_prefix, unique
 from tests.strategies import images, queries
@@ -135,3 +135,12 @@ def test_a_name_deleted_and_refilled_is_known(redis_client: redis.Redis, keys: K
     known.finish()
     _plant(redis_client, keys, [hit])
     assert known.affected(keys, index.affects) == [keys.build(hit).encode()]
+
+
+def test_each_keyspace_has_its_own_snapshot(keys: KeyFormat) -> None:
+    # A name found under one prefix (or in one Redis) must never be judged by, or deleted
+    # for, another: a process may serve several (tests, operator commands).
+    other = KeyFormat(unique("kk") + ":megamind:primer:", DEFAULT_KEY_TEMPLATE)
+    assert known_for("redis://a/0", keys) is known_for("redis://a/0", keys)
+    assert known_for("redis://a/0", keys) is not known_for("redis://a/0", other)
+    assert known_for("redis://a/0", keys) is not known_for("redis://b/0", keys)
