@@ -127,6 +127,38 @@ def test_refresh_settings_are_checked_and_named(tmp_path: Path) -> None:
     assert load_settings(GOOD).refresh_max_keys == 100  # on by default
 
 
+def test_monitoring_settings_are_checked_and_named(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text("[status]\nmax_lag_s = 0\n[check]\nsample = -5\nevery_s = 'often'\n")
+    env = {
+        **GOOD,
+        "PRIMER_CONFIG": str(toml),
+        "PRIMER_WORKER_METRICS_PORT": "70000",
+        "PRIMER_METRICS_ADDR": "localhost:9",
+        "PRIMER_LOG_FORMAT": "yaml",
+    }
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    text = str(err.value)
+    assert "status.max_lag_s = 0" in text
+    assert "check.sample = -5" in text
+    assert "check.every_s = 'often'" in text
+    assert "PRIMER_WORKER_METRICS_PORT '70000'" in text
+    assert "PRIMER_METRICS_ADDR 'localhost:9'" in text
+    assert "PRIMER_LOG_FORMAT 'yaml'" in text
+    toml.write_text("[status]\nmax_lag_s = 5\n[check]\nsample = 50\nevery_s = 60\n")
+    good = {**env, "PRIMER_WORKER_METRICS_PORT": "9101", "PRIMER_METRICS_ADDR": "0.0.0.0"}
+    s = load_settings({**good, "PRIMER_LOG_FORMAT": "JSON"})
+    assert (s.max_lag_s, s.check_sample, s.check_every_s) == (5, 50, 60)
+    assert (s.worker_metrics_port, s.metrics_addr) == (9101, "0.0.0.0")
+    defaults = load_settings(GOOD)
+    assert (defaults.max_lag_s, defaults.check_sample, defaults.metrics_addr) == (
+        60,
+        0,
+        "127.0.0.1",
+    )
+
+
 def test_empty_prefix_is_allowed(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text("[cache]\nkey_prefix = ''\n[warm]\npatterns = []\n")
