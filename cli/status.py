@@ -6,7 +6,8 @@ Unhealthy means any of:
   leader's last renewal, so an absent lock is a leader gone for longer than the TTL;
 - the leader's lag (its heartbeat, adapters/heartbeat.py) is above `status.max_lag_s`, or it
   has written no heartbeat for three lock TTLs;
-- a configured warm key is missing from the cache;
+- a configured warm key is missing from the cache (for WARM_GRACE_S: a re-warm follows
+  each invalidation of one within milliseconds);
 - the managed analytics table has less than one month of partitions ahead of the current
   one (or they cannot be read).
 """
@@ -21,6 +22,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from config import Settings, load_settings
+
+WARM_GRACE_S = 2.0  # how long a warm key may be absent (deleted, re-warm on its way)
 
 
 def register(commands: Any) -> None:
@@ -45,7 +48,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
     checkpoint = json.loads(raw) if raw else None
     now = time.time()
     keys = KeyFormat(settings.key_prefix, settings.key_template)
-    warm = {keys.build(q): bool(cache.exists(keys.build(q))) for q in settings.warm_patterns}
+    warm = _warm_keys(cache, [keys.build(q) for q in settings.warm_patterns])
     leader = cache.get(leader_key(prefix))
     beat = heartbeat.read(cache, prefix)
     event_time = (checkpoint or {}).get("event_time") or 0
@@ -101,6 +104,19 @@ def health_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
             f"(through {part['through'] or 'none'}); run `primer-cache partitions ensure`"
         )
     return problems
+
+
+def _warm_keys(cache: Any, keys: list[str]) -> dict[str, bool]:
+    """Whether each warm key is cached. A sweep deletes a warm key a moment before its re-warm
+    writes it back: a key counts as missing only once it stayed absent for WARM_GRACE_S."""
+    deadline = time.monotonic() + WARM_GRACE_S
+    present = dict.fromkeys(keys, False)
+    while True:
+        for key in [k for k, there in present.items() if not there]:
+            present[key] = bool(cache.exists(key))
+        if all(present.values()) or time.monotonic() >= deadline:
+            return present
+        time.sleep(0.1)
 
 
 def _partitions(settings: Settings) -> dict[str, Any]:
