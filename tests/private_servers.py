@@ -4,6 +4,7 @@ that scripts/services.sh started."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -183,3 +184,85 @@ class PrivateMariaDB(_Server):
         except pymysql.err.OperationalError:
             time.sleep(0.05)
             return False
+
+
+class PrivateRabbitMQ(_Server):
+    """A RabbitMQ node of our own (node name, AMQP, distribution and epmd ports, data, Erlang
+    cookie all under `workdir`), as scripts/services.sh starts one. `wipe()` between a kill
+    and a start makes it come back empty."""
+
+    name = "rabbitmq"
+    BIN = Path("/usr/lib/rabbitmq/bin")
+
+    def __init__(self, workdir: Path) -> None:
+        super().__init__(workdir)
+        self.node = f"primer-cache-test-{self.port}@localhost"
+        self.env = {
+            **os.environ,
+            "HOME": str(self.dir),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(self.port),
+            "RABBITMQ_DIST_PORT": str(free_port()),
+            "ERL_EPMD_PORT": str(free_port()),
+            "ERL_EPMD_ADDRESS": "127.0.0.1",
+            "RABBITMQ_MNESIA_BASE": str(self.dir / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.dir / "log"),
+            "RABBITMQ_CONFIG_FILE": str(self.dir / "rabbitmq.conf"),
+            "RABBITMQ_ADVANCED_CONFIG_FILE": str(self.dir / "advanced.config"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.dir / "enabled_plugins"),
+            "RABBITMQ_CONF_ENV_FILE": str(self.dir / "rabbitmq-env.conf"),
+            "RABBITMQ_PID_FILE": str(self.dir / "pid"),
+        }
+        (self.dir / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
+        (self.dir / "enabled_plugins").write_text("[].\n")
+        (self.dir / "rabbitmq-env.conf").write_text("")
+
+    @property
+    def url(self) -> str:
+        return f"amqp://guest:guest@127.0.0.1:{self.port}//"
+
+    def start(self) -> None:
+        (self.dir / "pid").unlink(missing_ok=True)
+        log = (self.dir / "server.log").open("ab")
+        self.proc = subprocess.Popen(
+            [str(self.BIN / "rabbitmq-server")],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        wait_for(self._up, timeout=90, what=f"private RabbitMQ on port {self.port}")
+
+    def _beam(self) -> int | None:
+        pid = self.dir / "pid"
+        return int(pid.read_text().strip()) if pid.exists() and pid.read_text().strip() else None
+
+    def ready(self) -> bool:
+        from kombu import Connection
+
+        try:
+            with Connection(self.url, connect_timeout=1) as conn:
+                conn.ensure_connection(max_retries=1)
+            return self._beam() is not None
+        except Exception:
+            time.sleep(0.1)
+            return False
+
+    def kill(self) -> None:
+        beam = self._beam()
+        if beam is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(beam, signal.SIGKILL)
+        super().kill()
+
+    def wipe(self) -> None:
+        """Throw the node's data away (call while it is down): it comes back empty."""
+        shutil.rmtree(self.dir / "mnesia", ignore_errors=True)
+
+    def stop(self) -> None:
+        self.kill()
+        subprocess.run(
+            ["epmd", "-port", self.env["ERL_EPMD_PORT"], "-kill"],
+            capture_output=True,
+            check=False,
+        )

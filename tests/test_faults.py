@@ -23,7 +23,7 @@ import pytest
 import redis
 
 from config.query import Query
-from tests.private_servers import PrivateMariaDB, PrivateRedis
+from tests.private_servers import PrivateMariaDB, PrivateRabbitMQ, PrivateRedis
 from tests.services import VENV_BIN, Process, revive, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.workload import Workload
@@ -174,7 +174,7 @@ OUTAGE_S = 10.0
 
 
 @contextmanager
-def running(server: PrivateRedis | PrivateMariaDB) -> Iterator[Any]:
+def running(server: PrivateRedis | PrivateMariaDB | PrivateRabbitMQ) -> Iterator[Any]:
     server.start()
     try:
         yield server
@@ -246,6 +246,24 @@ def test_broker_down_then_restarted_empty(
         broker.start()  # empty: whatever was queued is gone
         work.wait_complete(
             "broker Redis SIGKILLed, down 10 s, back empty", time.monotonic(), CATCH_UP_TIMEOUT
+        )
+        both_alive(car)
+
+
+def test_rabbitmq_down_then_restarted_empty(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, workdir: Path
+) -> None:
+    with (
+        running(PrivateRabbitMQ(workdir / "rabbitmq")) as broker,
+        sidecar(services, mysql_params, redis_client, workdir, broker_url=broker.url) as car,
+    ):
+        work = started(car, 28)
+        broker.kill()
+        changes_for(work, OUTAGE_S)
+        broker.wipe()
+        broker.start()  # empty: no queues, no messages
+        work.wait_complete(
+            "RabbitMQ SIGKILLed, down 10 s, back empty", time.monotonic(), CATCH_UP_TIMEOUT
         )
         both_alive(car)
 
