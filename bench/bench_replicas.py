@@ -9,6 +9,9 @@ SQL thread is stopped; it starts again 1.5 s after the burst's last write. Reads
 (a hit whose content differs from the primary) from 1 s after the replica caught up. Same
 data, same schedule, the sidecar (listener + worker, second pass 250 ms) running in both:
 once without the replica setting, once with PRIMER_REPLICA_URLS naming the replica.
+
+Then what the wait costs while the replica keeps up: commit -> key gone (bench_pipeline's
+measurement, idle) with the replica not held, without and with the replica setting.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import pymysql
 
+from bench.bench_pipeline import measure_latency, pct, sidecar_running
 from bench.bench_warming import (
     BURST_WRITES,
     BURSTS,
@@ -110,6 +114,25 @@ def run_mode(
         return stats, _counts(env)
 
 
+def healthy_latency(
+    base: dict[str, str],
+    mysql: dict[str, Any],
+    replica: dict[str, Any],
+    workdir: Path,
+    with_replicas: bool,
+    samples: int = 200,
+) -> list[float]:
+    """Commit -> key gone (ms) while the replica keeps up."""
+    import redis
+
+    toml = replica_toml(replica) if with_replicas else ""
+    client = redis.Redis.from_url(base["PRIMER_REDIS_URL"])
+    with sidecar_running(base, mysql, client, workdir, extra_toml=toml) as car:
+        car.insert_chunk("lat", "latency", "0.90", "required")
+        car.sync()
+        return measure_latency(car, samples)
+
+
 def _counts(env: WarmEnv) -> dict[str, int]:
     raw = env.cache.hgetall(f"{env.state_prefix}stats")
     return {k.decode(): int(v) for k, v in raw.items()}
@@ -125,6 +148,7 @@ def main() -> None:
     )
     assert primary is not None and replica is not None, problems
     results = {}
+    latency = {}
     with TemporaryDirectory(prefix="bench-replicas-") as tmp:
         for with_replicas in (False, True):
             label = "with replicas" if with_replicas else "without"
@@ -132,6 +156,11 @@ def main() -> None:
                 base, primary.connect_kwargs(), replica.connect_kwargs(), Path(tmp), with_replicas
             )
             print(f"{label}: {results[label]}", flush=True)
+        for with_replicas in (False, True):
+            label = "with replicas" if with_replicas else "without"
+            latency[label] = healthy_latency(
+                base, primary.connect_kwargs(), replica.connect_kwargs(), Path(tmp), with_replicas
+            )
     print(
         f"\nsimulated primer server filling misses from a replica {LAG_S} s behind during "
         f"bursts ({READERS} readers, {BURSTS} bursts of {BURST_WRITES} changes, sidecar on)"
@@ -145,6 +174,13 @@ def main() -> None:
             f"   {label:<18}{s.hits + s.misses:>8}{s.hit_rate:>10.1%}{s.judged:>8}{s.stale:>7}"
             f"{s.stale / max(s.judged, 1):>9.1%}{counts.get('sweeps', 0):>8}"
             f"{counts.get('replica_followups', 0):>12}"
+        )
+
+    print("\ncommit -> key gone, replica keeping up (idle, worker concurrency 2)")
+    for label, got in latency.items():
+        print(
+            f"   {label:<18}p50 {pct(got, 0.5):7.2f} ms   p99 {pct(got, 0.99):7.2f} ms"
+            f"   (n={len(got)})"
         )
 
 
