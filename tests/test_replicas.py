@@ -5,6 +5,7 @@ processes at start (exit 2, naming it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -296,11 +297,24 @@ def test_a_replica_that_cannot_be_waited_for_stops_the_process(
     assert "is not replicating" in done.stderr
 
 
+@pytest.mark.parametrize("held", [False, True], ids=["replicating", "sql-thread-stopped"])
 def test_the_real_replica_passes_the_start_check(
-    services: dict[str, str], replica_params: dict[str, Any], tmp_path: Path
+    services: dict[str, str], replica_params: dict[str, Any], tmp_path: Path, held: bool
 ) -> None:
+    """A replica held behind is only late: the worker starts, and says so."""
     url = f"mysql://root@{replica_params['host']}:{replica_params['port']}"
     env = child_env(services, PRIMER_REPLICA_URLS=url)
+    replica = connect(replica_params)
+    try:
+        with sql_thread_stopped(replica) if held else contextlib.nullcontext():
+            output = _worker_output(env, tmp_path)
+    finally:
+        replica.close()
+    assert "cannot be used" not in output
+    assert ("is held behind (IO thread Yes, SQL thread No)" in output) == held, output
+
+
+def _worker_output(env: dict[str, str], tmp_path: Path) -> str:
     proc = Process(
         WORKER,
         env,
@@ -311,6 +325,6 @@ def test_the_real_replica_passes_the_start_check(
             lambda: "ready" in proc.output() or not proc.alive(), timeout=60, what="worker ready"
         )
         assert proc.alive(), proc.output()
-        assert "read replica" not in proc.output()
+        return proc.output()
     finally:
         proc.stop()
