@@ -161,6 +161,7 @@ def test_a_change_is_swept_after_the_replica_applied_it(
     with isolated(Sidecar, services, mysql_params, redis_client, tmp_path, extra_toml=toml) as car:
         car.start_worker()
         car.start_listener()
+        car.sync()  # the cold-start flush is done: it would delete the key planted below
         replica = connect(replica_params)
         try:
             caught_up(replica, car.conn)
@@ -207,6 +208,7 @@ def test_a_stopped_replica_does_not_hold_the_pipeline_and_is_followed_up(
     with isolated(Sidecar, services, mysql_params, redis_client, tmp_path, extra_toml=toml) as car:
         car.start_worker()
         car.start_listener()
+        car.sync()  # the cold-start flush is done
         replica = connect(replica_params)
         caught_up(replica, car.conn)
         replica.close()
