@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import random
 import time
 from pathlib import Path
@@ -149,12 +150,29 @@ def read_cost(client: redis.Redis, key: str, rounds: int) -> tuple[float, float]
     return get_s / n * 1e6, fcall_s / n * 1e6
 
 
+def positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds > 0, not {text}")
+    return value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--modes", nargs="+", choices=list(MODES), default=list(MODES))
     parser.add_argument("--readers", type=int, default=READERS)
     parser.add_argument(
-        "--interval", type=float, default=READ_INTERVAL_S, help="seconds between a reader's reads"
+        "--read-interval",
+        "--interval",
+        dest="interval",
+        type=positive_seconds,
+        default=READ_INTERVAL_S,
+        metavar="SECONDS",
+        help=f"seconds between a reader's reads, > 0 (default {READ_INTERVAL_S})",
     )
     parser.add_argument("--rounds", type=int, default=20_000, help="reads per side in part 2")
     args = parser.parse_args()
