@@ -11,6 +11,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -266,3 +268,17 @@ class PrivateRabbitMQ(_Server):
             capture_output=True,
             check=False,
         )
+
+
+@contextmanager
+def private_redis(workdir: Path, *options: str) -> Iterator[redis.Redis]:
+    """A PrivateRedis for one block (redis-server `options` such as an eviction policy),
+    stopped by its PID afterwards; yields a client of it."""
+    server = PrivateRedis(workdir, options=options)
+    server.start()
+    client = server.client()
+    try:
+        yield client
+    finally:
+        client.close()
+        server.stop()

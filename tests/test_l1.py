@@ -20,7 +20,8 @@ from core.predicate import ElementImage
 from tasks.invalidation import run_invalidation
 from tasks.runtime import Runtime
 from tests.conftest import IN_CI
-from tests.services import private_redis, wait_for
+from tests.private_servers import private_redis
+from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
 
 INVALIDATE_CHANNEL = "__redis__:invalidate"

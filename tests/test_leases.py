@@ -30,7 +30,8 @@ from tasks.primer_query import fresh_response
 from tasks.refresh import heat_probe, refresh_keys
 from tasks.runtime import Runtime
 from tasks.sweep import sweep
-from tests.services import private_redis, wait_for
+from tests.private_servers import private_redis
+from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
 
 LEASE_MS = 10_000

@@ -28,7 +28,7 @@ from tasks.sweep import sweep
 from tests.services import delete_prefix, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.strategies import images as image_strategy
-from tests.test_pipeline import CATEGORIES, LEVELS, random_query
+from tests.workload import CATEGORIES, LEVELS, random_query
 
 
 @pytest.fixture(scope="module")

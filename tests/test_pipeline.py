@@ -14,6 +14,7 @@ from config.query import Query
 from core.keys import KeyFilter
 from core.predicate import ElementImage, matches
 from tests.sidecar import Sidecar, isolated
+from tests.workload import CATEGORIES, LEVELS, random_query
 
 
 @pytest.fixture(scope="module")
@@ -206,19 +207,6 @@ def test_multi_row_transaction(sidecar: Sidecar) -> None:
 
 
 # ---- random changes against a brute-force model ------------------------------------------------
-
-CATEGORIES = ["security", "development", "process", "cyber_security", "testing", None]
-LEVELS = ["required", "recommended", "optional", None]
-
-
-def random_query(rng: random.Random) -> Query:
-    cats = rng.sample([c for c in CATEGORIES if c], rng.choice([0, 1, 1, 1, 2, 3]))
-    return Query(
-        tuple(cats),
-        rng.choice([0.0, 0.3, 0.5, 0.8, 0.95]),
-        rng.choice(["all", "required", "recommended", "optional"]),
-        limit=rng.choice([10, 50, 100]),
-    )
 
 
 @pytest.mark.parametrize("seed", [1, 2])
