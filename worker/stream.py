@@ -20,7 +20,12 @@ from typing import Any
 
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
-from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, WriteRowsEvent
+from pymysqlreplication.row_event import (
+    DeleteRowsEvent,
+    PartialUpdateRowsEvent,
+    UpdateRowsEvent,
+    WriteRowsEvent,
+)
 
 from config import Settings
 from worker import metrics
@@ -116,6 +121,10 @@ class BinlogReader(threading.Thread):
             only_events=[
                 WriteRowsEvent,
                 UpdateRowsEvent,
+                # MySQL's binlog_row_value_options=PARTIAL_JSON writes updates of JSON columns
+                # as this subclass; the library matches event classes exactly, so without it
+                # those updates (category or priority changes included) would be dropped.
+                PartialUpdateRowsEvent,
                 DeleteRowsEvent,
                 XidEvent,
                 QueryEvent,
