@@ -11,6 +11,7 @@ primer_cache_fill), so a refresh that read before a later commit is refused like
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -39,17 +40,29 @@ def heat_probe(rt: Runtime) -> Heat | None:
     settings = rt.settings
     if settings.refresh_max_keys <= 0:
         return None
-    if _lfu(rt.redis):
+    if _lfu(rt):
         return Heat("FREQ", lambda freq: freq >= settings.refresh_min_freq)
     return Heat("IDLETIME", lambda idle: idle <= settings.refresh_idle_seconds)
 
 
-def _lfu(client: redis.Redis) -> bool:
+# The eviction policy, looked up at most this often per cache Redis: not a CONFIG GET on
+# every batch's hot path.
+_POLICY_TTL_S = 60.0
+_policies: dict[str, tuple[float, bool]] = {}
+
+
+def _lfu(rt: Runtime) -> bool:
+    url, now = rt.settings.redis_url, time.monotonic()
+    cached = _policies.get(url)
+    if cached is not None and now - cached[0] < _POLICY_TTL_S:
+        return cached[1]
     try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        policy = rt.redis.config_get("maxmemory-policy").get("maxmemory-policy", "")
     except redis.ResponseError:  # CONFIG disabled (managed Redis): assume LRU-style idle time
-        return False
-    return "lfu" in str(policy)
+        policy = ""
+    lfu = "lfu" in str(policy)
+    _policies[url] = (now, lfu)
+    return lfu
 
 
 def hottest(result: SweepResult, heat: Heat, budget: int, skip: set[str]) -> list[str]:
