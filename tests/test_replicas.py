@@ -88,6 +88,47 @@ def fill_from(conn: pymysql.Connection, env: WarmEnv, query: Query) -> dict:
     return decode(encode(response, compression=False))
 
 
+def test_the_cold_start_flush_is_followed_up_on_a_late_replica(
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    replica_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A listener that starts cold flushes at the primary's position; a replica still behind
+    it gets a follow-up flush, which removes what a primer server filled from it meanwhile."""
+    toml = replicas_toml(replica_params, max_wait_s=1)
+    with warm_env(services, mysql_params, redis_client, tmp_path, toml_extra=toml) as env:
+        seed_elements(env.conn, 200, random.Random(9))
+        env.start_worker()
+        replica = connect(replica_params)
+        caught_up(replica, env.conn)
+        replica_db = connect(replica_params, env.database)
+        key = env.keys.build(AD_HOC)
+        try:
+            with sql_thread_stopped(replica):
+                env.execute(
+                    "UPDATE megamind_chunks SET content = CONCAT(content, ' (v2)') "
+                    "WHERE realm_id = 'GLOBAL' AND element_category = 'security'"
+                )
+                env.start_listener()  # no checkpoint: a cold-start flush at the new position
+                wait_for(
+                    lambda: all(cached(env, q) for q in SEED_WARM_PATTERNS),
+                    timeout=30,
+                    what="the cold start flushing, then warming every seed pattern",
+                )
+                filled = fill_from(replica_db, env, AD_HOC)  # a miss served by the replica
+                assert not same(filled, fresh(env, AD_HOC)), "the replica should be behind"
+            wait_for(
+                lambda: not env.cache.exists(key),
+                timeout=30,
+                what=f"the cold-start flush's follow-up to remove the replica's fill of {key}",
+            )
+        finally:
+            replica_db.close()
+            replica.close()
+
+
 # ---- the race, with and without the replica setting ------------------------------------------
 
 

@@ -228,7 +228,15 @@ class Listener:
             extra={"position": position_text(position), "term": term},
         )
         ledger = self._ledger(term, None, 0)
-        flush = Batch(flush=True, reason=f"cold start: {why}", upto=position_text(position))
+        # The flush carries the position's GTID so that it, too, waits for the read replicas
+        # (and is followed up on the late ones): a replica still behind the start position
+        # would otherwise refill the cache with answers older than the flush.
+        flush = Batch(
+            flush=True,
+            reason=f"cold start: {why}",
+            upto=position_text(position),
+            gtid=str(position.get("gtid", "")),
+        )
         self.publisher.invalidate(ledger.publish(flush, time.monotonic()))
         metrics.FALLBACK_FLUSHES.labels(self._cold_start_kind).inc()
         self._cold_start_kind = metrics.FLUSH_COLD_START
