@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from typing import Any
 
 from celery import Celery
 from celery.schedules import crontab
@@ -98,6 +99,25 @@ app.conf.update(
     timezone="UTC",
     enable_utc=True,
 )
+# A send from inside a task is retried a little (broker blips); past that the caller decides:
+# log and go on where only warmth is lost, fail (and be retried or redelivered) otherwise.
+SEND_RETRY = {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2}
+
+
+def send(name: str, args: list[Any], queue: str, countdown: float | None = None) -> None:
+    """Queue task `name` from a task. Nobody waits for its result: without ignore_result
+    every send would also subscribe to a result channel. Raises BrokerError when it cannot."""
+    app.send_task(
+        name,
+        args=args,
+        queue=queue,
+        countdown=countdown,
+        ignore_result=True,
+        retry=True,
+        retry_policy=SEND_RETRY,
+    )
+
+
 app.conf.beat_schedule = {
     "warm-all-before-ttl": {
         "task": WARM_ALL_TASK,

@@ -29,7 +29,7 @@ from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from tasks import metrics, refresh, warming
-from tasks.app import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, app, queue_name
+from tasks.app import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, app, queue_name, send
 from tasks.elements import chunk_images
 from tasks.known_keys import known_for
 from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
@@ -38,9 +38,6 @@ from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, delete_keys, sweep
 
 log = logging.getLogger(__name__)
-
-# Retry the send of a second pass a little; past that the listener publishes the batch again.
-_SEND_RETRY = {"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2}
 
 
 def run_invalidation(
@@ -133,14 +130,11 @@ def queue_second_pass(rt: Runtime, batch: Batch) -> bool:
     """Queue the batch's delayed second pass (the guard against stale read-through fills);
     True once the broker holds it."""
     try:
-        app.send_task(
+        send(
             INVALIDATE_TASK,
-            args=[replace(batch, second_pass=True).to_json()],
-            queue=queue_name(rt.settings, "invalidate"),
+            [replace(batch, second_pass=True).to_json()],
+            queue_name(rt.settings, "invalidate"),
             countdown=rt.settings.second_pass_ms / 1000,
-            ignore_result=True,  # nobody waits for it: no result subscription per send
-            retry=True,
-            retry_policy=_SEND_RETRY,
         )
     except BrokerError as exc:
         # Not done, so not reported: the listener publishes the batch again at its deadline.

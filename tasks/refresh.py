@@ -24,7 +24,7 @@ from adapters import leases
 from config.query import Query
 from core.response import build_response, encode
 from tasks import metrics
-from tasks.app import REFRESH_TASK, app, queue_name
+from tasks.app import REFRESH_TASK, app, queue_name, send
 from tasks.primer_query import fetch_rows
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
@@ -76,14 +76,7 @@ def schedule(rt: Runtime, keys: list[str]) -> None:
     if not keys:
         return
     try:
-        app.send_task(
-            REFRESH_TASK,
-            args=[keys],
-            queue=queue_name(rt.settings, "warm"),
-            ignore_result=True,
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
-        )
+        send(REFRESH_TASK, [keys], queue_name(rt.settings, "warm"))
     except BrokerError as exc:  # the keys are deleted (correct); only their warmth is lost
         log.error("could not enqueue the refresh of %d keys: %s", len(keys), exc)
 

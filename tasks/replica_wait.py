@@ -21,7 +21,7 @@ import logging
 from core.backoff import doubling
 from core.batch import Batch
 from tasks import metrics
-from tasks.app import REPLICA_FOLLOWUP_TASK, app, queue_name
+from tasks.app import REPLICA_FOLLOWUP_TASK, queue_name, send
 from tasks.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -62,14 +62,11 @@ def send_followup(rt: Runtime, batch: Batch, late: list[str], attempt: int) -> N
     task that calls this retries (the follow-up is the only thing that fixes later fills)."""
     if attempt == 1:
         metrics.record_replica_followup(rt.redis, rt.settings.state_prefix)
-    app.send_task(
+    send(
         REPLICA_FOLLOWUP_TASK,
-        args=[batch.to_json(), late, attempt],
-        queue=queue_name(rt.settings, "invalidate"),
+        [batch.to_json(), late, attempt],
+        queue_name(rt.settings, "invalidate"),
         countdown=followup_delay(attempt),
-        ignore_result=True,
-        retry=True,
-        retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
     )
 
 

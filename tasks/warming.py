@@ -34,7 +34,7 @@ from core.keys import KeyFilter, tagged
 from core.predicate import ChangeIndex
 from core.response import build_response, encode
 from tasks import metrics
-from tasks.app import WARM_ALL_TASK, WARM_TASK, app, queue_name
+from tasks.app import WARM_ALL_TASK, WARM_TASK, app, queue_name, send
 from tasks.primer_query import fetch_rows
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
@@ -230,14 +230,7 @@ def after_invalidation(rt: Runtime, index: ChangeIndex | None, *, behind: bool =
 
 def _send(name: str, args: list[Any], queue: str) -> None:
     try:
-        app.send_task(
-            name,
-            args=args,
-            queue=queue,
-            ignore_result=True,  # nobody waits for it: no result subscription per send
-            retry=True,
-            retry_policy={"max_retries": 3, "interval_start": 0.1, "interval_step": 0.2},
-        )
+        send(name, args, queue)
     except BrokerError as exc:
         # The sweep already made the cache correct; what is lost is warmth, so say so
         # loudly rather than fail (and repeat) the invalidation.
