@@ -88,6 +88,30 @@ def fill_from(conn: pymysql.Connection, env: WarmEnv, query: Query) -> dict:
     return decode(encode(response, compression=False))
 
 
+# A change to every security element's content: the replica, held, keeps the old answers.
+EDIT_SECURITY = (
+    "UPDATE megamind_chunks SET content = CONCAT(content, ' (v2)') "
+    "WHERE realm_id = 'GLOBAL' AND element_category = 'security'"
+)
+
+
+@contextmanager
+def replica_of(
+    env: WarmEnv, replica_params: dict[str, Any]
+) -> Iterator[tuple[pymysql.Connection, pymysql.Connection]]:
+    """The replica, caught up with the primary, and its copy of the test's schema."""
+    replica = connect(replica_params)
+    try:
+        caught_up(replica, env.conn)
+        replica_db = connect(replica_params, env.database)
+        try:
+            yield replica, replica_db
+        finally:
+            replica_db.close()
+    finally:
+        replica.close()
+
+
 def test_the_cold_start_flush_is_followed_up_on_a_late_replica(
     services: dict[str, str],
     mysql_params: dict[str, Any],
@@ -101,16 +125,10 @@ def test_the_cold_start_flush_is_followed_up_on_a_late_replica(
     with warm_env(services, mysql_params, redis_client, tmp_path, toml_extra=toml) as env:
         seed_elements(env.conn, 200, random.Random(9))
         env.start_worker()
-        replica = connect(replica_params)
-        caught_up(replica, env.conn)
-        replica_db = connect(replica_params, env.database)
         key = env.keys.build(AD_HOC)
-        try:
+        with replica_of(env, replica_params) as (replica, replica_db):
             with sql_thread_stopped(replica):
-                env.execute(
-                    "UPDATE megamind_chunks SET content = CONCAT(content, ' (v2)') "
-                    "WHERE realm_id = 'GLOBAL' AND element_category = 'security'"
-                )
+                env.execute(EDIT_SECURITY)
                 env.start_listener()  # no checkpoint: a cold-start flush at the new position
                 wait_for(
                     lambda: all(cached(env, q) for q in SEED_WARM_PATTERNS),
@@ -124,9 +142,6 @@ def test_the_cold_start_flush_is_followed_up_on_a_late_replica(
                 timeout=30,
                 what=f"the cold-start flush's follow-up to remove the replica's fill of {key}",
             )
-        finally:
-            replica_db.close()
-            replica.close()
 
 
 # ---- the race, with and without the replica setting ------------------------------------------
@@ -151,16 +166,10 @@ def test_a_fill_from_a_held_replica_is_gone_once_it_applies_the_change(
             timeout=30,
             what="the cold start warming every seed pattern",
         )
-        replica = connect(replica_params)
-        caught_up(replica, env.conn)
-        replica_db = connect(replica_params, env.database)
         key = env.keys.build(AD_HOC)
-        try:
+        with replica_of(env, replica_params) as (replica, replica_db):
             with sql_thread_stopped(replica):
-                env.execute(
-                    "UPDATE megamind_chunks SET content = CONCAT(content, ' (v2)') "
-                    "WHERE realm_id = 'GLOBAL' AND element_category = 'security'"
-                )
+                env.execute(EDIT_SECURITY)
                 env.sync()  # the change's batch has been swept (after max_wait_s, if waiting)
                 filled = fill_from(replica_db, env, AD_HOC)  # a miss served by the replica
                 assert not same(filled, fresh(env, AD_HOC)), "the replica should be behind"
@@ -184,9 +193,6 @@ def test_a_fill_from_a_held_replica_is_gone_once_it_applies_the_change(
                 held = cached(env, AD_HOC)
                 assert held is not None and same(held, filled)
                 assert not same(held, fresh(env, AD_HOC))  # stale until its TTL
-        finally:
-            replica_db.close()
-            replica.close()
 
 
 def test_a_change_is_swept_after_the_replica_applied_it(
