@@ -59,38 +59,48 @@ need_packages() {
 
 mariadbd_bin() { command -v mariadbd 2>/dev/null || echo /usr/sbin/mariadbd; }
 
+# launch_mariadb NAME DIR ARGS...: initialise DIR/data when it is new, start mariadbd on a
+# free port (recorded in DIR/port and left in LAUNCHED_PORT) with the binlog settings the
+# listener needs plus ARGS, and wait until it answers.
+launch_mariadb() {
+  local name="$1" dir="$2"
+  shift 2
+  mkdir -p "$dir"
+  if [ ! -d "$dir/data/mysql" ]; then
+    log "initialising $name data dir $dir/data"
+    mariadb-install-db --no-defaults --datadir="$dir/data" --user="$(id -un)" \
+      --auth-root-authentication-method=normal >"$dir/install.log" 2>&1 \
+      || { cat "$dir/install.log" >&2; exit 1; }
+  fi
+  LAUNCHED_PORT="$(free_port)"
+  echo "$LAUNCHED_PORT" >"$dir/port"
+  "$(mariadbd_bin)" --no-defaults --datadir="$dir/data" --socket="$dir/sock" \
+    --port="$LAUNCHED_PORT" --bind-address=127.0.0.1 --user="$(id -un)" --skip-name-resolve \
+    --pid-file="$dir/pid" --log-error="$dir/error.log" \
+    --log-bin="$dir/data/binlog" --binlog-format=ROW --binlog-row-image=FULL \
+    --binlog-row-metadata=FULL --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
+    "$@" >/dev/null 2>&1 &
+  for _ in $(seq 1 300); do
+    if sql "$dir/sock" 'SELECT 1' >/dev/null 2>&1; then
+      log "$name up on 127.0.0.1:$LAUNCHED_PORT"
+      return
+    fi
+    sleep 0.1
+  done
+  log "$name did not start; see $dir/error.log"
+  tail -20 "$dir/error.log" >&2 || true
+  exit 1
+}
+
 start_mariadb() {
   if alive "$DB_DIR/pid"; then
     DB_PORT="$(cat "$DB_DIR/port")"
     log "MariaDB already running on port $DB_PORT (pid $(cat "$DB_DIR/pid"))"
     return
   fi
-  mkdir -p "$DB_DIR"
-  if [ ! -d "$DB_DIR/data/mysql" ]; then
-    log "initialising MariaDB data dir $DB_DIR/data"
-    mariadb-install-db --no-defaults --datadir="$DB_DIR/data" --user="$(id -un)" \
-      --auth-root-authentication-method=normal >"$DB_DIR/install.log" 2>&1 \
-      || { cat "$DB_DIR/install.log" >&2; exit 1; }
-  fi
-  DB_PORT="$(free_port)"
-  echo "$DB_PORT" >"$DB_DIR/port"
-  "$(mariadbd_bin)" --no-defaults --datadir="$DB_DIR/data" --socket="$DB_DIR/sock" \
-    --port="$DB_PORT" --bind-address=127.0.0.1 --user="$(id -un)" --skip-name-resolve \
-    --pid-file="$DB_DIR/pid" --log-error="$DB_DIR/error.log" \
-    --log-bin="$DB_DIR/data/binlog" --binlog-format=ROW --binlog-row-image=FULL \
-    --binlog-row-metadata=FULL --server-id=1 --max-connections=500 \
-    --innodb-buffer-pool-size=256M --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 \
-    >/dev/null 2>&1 &
-  for _ in $(seq 1 300); do
-    if mariadb --no-defaults -uroot --socket="$DB_DIR/sock" -e 'SELECT 1' >/dev/null 2>&1; then
-      log "MariaDB up on 127.0.0.1:$DB_PORT"
-      return
-    fi
-    sleep 0.1
-  done
-  log "MariaDB did not start; see $DB_DIR/error.log"
-  tail -20 "$DB_DIR/error.log" >&2 || true
-  exit 1
+  launch_mariadb MariaDB "$DB_DIR" --server-id=1 --max-connections=500 \
+    --innodb-buffer-pool-size=256M
+  DB_PORT="$LAUNCHED_PORT"
 }
 
 # SQL as root over a server's socket: sql SOCKET STATEMENT (tab-separated rows, no header)
@@ -109,34 +119,10 @@ start_replica() {
     REPLICA_PORT="$(cat "$REPLICA_DIR/port")"
     log "MariaDB replica already running on port $REPLICA_PORT (pid $(cat "$REPLICA_DIR/pid"))"
   else
-    mkdir -p "$REPLICA_DIR"
-    if [ ! -d "$REPLICA_DIR/data/mysql" ]; then
-      log "initialising MariaDB replica data dir $REPLICA_DIR/data"
-      mariadb-install-db --no-defaults --datadir="$REPLICA_DIR/data" --user="$(id -un)" \
-        --auth-root-authentication-method=normal >"$REPLICA_DIR/install.log" 2>&1 \
-        || { cat "$REPLICA_DIR/install.log" >&2; exit 1; }
-    fi
-    REPLICA_PORT="$(free_port)"
-    echo "$REPLICA_PORT" >"$REPLICA_DIR/port"
     # skip-slave-start: it is pointed at the primary (whose port may have changed) below.
-    "$(mariadbd_bin)" --no-defaults --datadir="$REPLICA_DIR/data" --socket="$REPLICA_DIR/sock" \
-      --port="$REPLICA_PORT" --bind-address=127.0.0.1 --user="$(id -un)" --skip-name-resolve \
-      --pid-file="$REPLICA_DIR/pid" --log-error="$REPLICA_DIR/error.log" \
-      --log-bin="$REPLICA_DIR/data/binlog" --binlog-format=ROW --binlog-row-image=FULL \
-      --binlog-row-metadata=FULL --server-id=2 --log-slave-updates --skip-slave-start \
-      --max-connections=300 --innodb-buffer-pool-size=64M \
-      --innodb-flush-log-at-trx-commit=2 --sync-binlog=0 >/dev/null 2>&1 &
-    local up=0
-    for _ in $(seq 1 300); do
-      if sql "$REPLICA_DIR/sock" 'SELECT 1' >/dev/null 2>&1; then up=1; break; fi
-      sleep 0.1
-    done
-    if [ "$up" != 1 ]; then
-      log "MariaDB replica did not start; see $REPLICA_DIR/error.log"
-      tail -20 "$REPLICA_DIR/error.log" >&2 || true
-      exit 1
-    fi
-    log "MariaDB replica up on 127.0.0.1:$REPLICA_PORT"
+    launch_mariadb "MariaDB replica" "$REPLICA_DIR" --server-id=2 --log-slave-updates \
+      --skip-slave-start --max-connections=300 --innodb-buffer-pool-size=64M
+    REPLICA_PORT="$LAUNCHED_PORT"
   fi
   follow_primary
 }
