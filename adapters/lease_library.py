@@ -12,6 +12,15 @@ and, for the sidecar's own warms and refreshes,
     FCALL primer_cache_warm_lease 1 <key> <lease_ms>
         -> {"lease", token} always (even when the key is present or another lease is out,
            which it takes over), or {"busy", 0} for an unleasable key
+    FCALL primer_cache_release 1 <key> <token>
+        -> 1 released (readers may take a lease again) | 0 the token no longer stands
+    FCALL primer_cache_invalidate <n> <key>... <IDLETIME|FREQ> <bound> <hold_ms>
+        -> per key: deleted (0|1), lease revoked (0|1), OBJECT answer (-1: absent), token
+        Deletes each key and revokes its lease, atomically with taking the lease on the hot
+        ones (OBJECT IDLETIME <= bound, or FREQ >= bound; or a lease stood: a fill was in
+        progress or landed lately) for `hold_ms`: readers are told `busy` from the moment the
+        key is gone until the refresh fills it, with no gap in which one misses. The keys
+        must share one slot on a cluster.
 
 The lease on <key> is a hash at `primer-cache:lease:{T}<key>` (core.keys.lease_key: T is the
 key's hash tag, so it shares the key's slot): field `token` while a fill is due, field `n` a
@@ -31,6 +40,8 @@ LIBRARY_NAME = "primer_cache"
 READ = "primer_cache_read"
 FILL = "primer_cache_fill"
 WARM_LEASE = "primer_cache_warm_lease"
+RELEASE = "primer_cache_release"
+INVALIDATE = "primer_cache_invalidate"
 
 # Longer than any sweep takes (about 1.5 s per million keys): see the module docstring.
 FILLED_GRACE_MS = 60_000
@@ -127,7 +138,50 @@ local function warm_lease(keys, args)
   return {{'lease', grant(lease, lease_ms)}}
 end
 
+local function release(keys, args)
+  local lease = lease_key(keys[1])
+  if not lease or not args[1] or redis.call('HGET', lease, 'token') ~= args[1] then
+    return 0
+  end
+  redis.call('HDEL', lease, 'token')
+  return 1
+end
+
+local function invalidate(keys, args)
+  local probe, bound, hold_ms = args[1], tonumber(args[2]), positive(args[3])
+  if probe ~= 'IDLETIME' and probe ~= 'FREQ' then
+    return redis.error_reply('{INVALIDATE}: probe ' .. tostring(probe) ..
+      ' is not IDLETIME or FREQ')
+  end
+  if not bound then return bad('{INVALIDATE}', 'bound', args[2]) end
+  if not hold_ms then return bad('{INVALIDATE}', 'hold_ms', args[3]) end
+  local out = {{}}
+  for _, key in ipairs(keys) do
+    local lease = lease_key(key)
+    local stood = lease and redis.call('EXISTS', lease) or 0
+    local answer = -1
+    if redis.call('EXISTS', key) == 1 then
+      answer = redis.call('OBJECT', probe, key)
+    end
+    local hot = stood == 1 or (answer >= 0 and
+      ((probe == 'IDLETIME' and answer <= bound) or (probe == 'FREQ' and answer >= bound)))
+    local token = ''
+    if hot and lease then
+      token = grant(lease, hold_ms)  -- a new token: every earlier one is revoked
+    elseif stood == 1 then
+      redis.call('DEL', lease)
+    end
+    out[#out + 1] = redis.call('UNLINK', key)
+    out[#out + 1] = stood
+    out[#out + 1] = answer
+    out[#out + 1] = token
+  end
+  return out
+end
+
 redis.register_function('{READ}', read)
 redis.register_function('{FILL}', fill)
 redis.register_function('{WARM_LEASE}', warm_lease)
+redis.register_function('{RELEASE}', release)
+redis.register_function('{INVALIDATE}', invalidate)
 """

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from adapters.lease_library import FILL, LIBRARY, READ, WARM_LEASE
+from adapters.lease_library import FILL, INVALIDATE, LIBRARY, READ, RELEASE, WARM_LEASE
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,76 @@ def _fcall(client: redis.Redis, name: str, key: str | bytes, *args: Any) -> Any:
     log.warning("function %s is not loaded on this Redis: loading the library again", name)
     load_library(client)
     return client.fcall(name, 1, key, *args)
+
+
+def _fcall_each(
+    client: redis.Redis, name: str, calls: list[tuple[list[Any], list[Any]]]
+) -> list[Any]:
+    """FCALL `name` once per (keys, args) in one pipeline, on the node that holds the keys
+    (a cluster node's own connection, or a client that routes by key); errors raise."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.fcall(name, len(keys), *keys, *args)
+        replies = pipe.execute(raise_on_error=False)
+        missing = any(
+            isinstance(r, redis.ResponseError) and "Function not found" in str(r) for r in replies
+        )
+        if not missing or attempt == 2:
+            break
+        log.warning("function %s is not loaded on this Redis: loading the library again", name)
+        load_library(client)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply
+    return replies
+
+
+def hold(client: redis.Redis, keys: list[str], lease_ms: int) -> dict[str, str]:
+    """Take the lease on each of `keys` (as warm_lease does), in one round trip: readers are
+    told `busy` until the holder fills or releases it, or it runs out. Returns key -> token
+    for the keys that can have a lease."""
+    if not keys:
+        return {}
+    replies = _fcall_each(client, WARM_LEASE, [([key], [lease_ms]) for key in keys])
+    return {
+        key: _bytes(payload).decode()
+        for key, (kind, payload) in zip(keys, replies, strict=True)
+        if _text(kind) == "lease"
+    }
+
+
+def release(client: redis.Redis, held: dict[str, str]) -> int:
+    """Give back leases taken with hold() that will not be filled; returns how many still
+    stood. Readers may then take a lease and fill again."""
+    if not held:
+        return 0
+    return sum(_fcall_each(client, RELEASE, [([key], [token]) for key, token in held.items()]))
+
+
+class Invalidated(NamedTuple):
+    """What primer_cache_invalidate did to one key."""
+
+    deleted: bool
+    revoked: bool  # a lease stood on it
+    answer: int  # OBJECT IDLETIME or FREQ; -1: the key was absent
+    token: str  # the lease now held on a hot key; "" when not hot
+
+
+def invalidate(
+    client: redis.Redis, groups: list[list[bytes]], probe: str, bound: int, hold_ms: int
+) -> list[tuple[bytes, Invalidated]]:
+    """primer_cache_invalidate on each group of keys (one slot per group on a cluster), in one
+    round trip: delete, revoke, and hold the hot ones for their refresh."""
+    calls = [(group, [probe, bound, hold_ms]) for group in groups if group]
+    out: list[tuple[bytes, Invalidated]] = []
+    for (group, _args), reply in zip(calls, _fcall_each(client, INVALIDATE, calls), strict=True):
+        for n, key in enumerate(group):
+            deleted, stood, answer, token = reply[4 * n : 4 * n + 4]
+            out.append(
+                (key, Invalidated(bool(deleted), bool(stood), int(answer), _bytes(token).decode()))
+            )
+    return out
 
 
 def read(client: redis.Redis, key: str | bytes, lease_ms: int) -> Answer:
