@@ -98,7 +98,8 @@ def run_invalidation(
             raise
         if known is not None:
             known.finish()
-        result.add(early)
+        early.add(result)  # the sweep's leases on hot keys are newer than the early ones
+        result = early
         log.info(
             "%s %d of %d keys (%d leases revoked) for %d images (%d transactions)%s up to %s",
             "would invalidate" if dry_run else "invalidated",
@@ -120,9 +121,10 @@ def run_invalidation(
         warming.after_invalidation(rt, index, behind=batch.behind)
         if heat is not None:
             warm_keys = {rt.keys.build(q) for q in warming.affected_patterns(rt.settings, index)}
-            refresh.schedule(
-                rt, refresh.hottest(result, heat, rt.settings.refresh_max_keys, warm_keys)
-            )
+            chosen = refresh.hottest(result, heat, rt.settings.refresh_max_keys, warm_keys)
+            # The warm task fills the warm patterns' keys under its own lease (unless behind).
+            warmed = set() if batch.behind else warm_keys
+            refresh.schedule(rt, chosen, result.held, warmed=warmed)
     return result
 
 

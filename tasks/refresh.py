@@ -6,6 +6,9 @@ budget, go to the `refresh` task. It groups them by filter (keys that differ onl
 limit share one), runs one SELECT per group with the largest limit, and writes each key's
 response through the lease guard (a lease taken before the SELECT, the value written by
 primer_cache_fill), so a refresh that read before a later commit is refused like any fill.
+The sweep already took a lease on each hot key it deleted (tasks.sweep.HOLD_MS), so readers
+wait (`busy`) for the refresh rather than each missing; the hot keys beyond the budget are
+released at once.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Mapping, Set
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -32,7 +36,9 @@ from tasks.sweep import Heat, SweepResult
 
 log = logging.getLogger(__name__)
 
-LEASE_MS = 60_000  # a refresh slower than this is refused (the next read fills instead)
+# A refresh slower than this is refused (the next read fills instead). It also bounds how long
+# readers are told `busy` if the worker dies mid-refresh: they read the database meanwhile.
+LEASE_MS = 10_000
 
 
 def heat_probe(rt: Runtime) -> Heat | None:
@@ -41,8 +47,8 @@ def heat_probe(rt: Runtime) -> Heat | None:
     if settings.refresh_max_keys <= 0:
         return None
     if _lfu(rt):
-        return Heat("FREQ", lambda freq: freq >= settings.refresh_min_freq)
-    return Heat("IDLETIME", lambda idle: idle <= settings.refresh_idle_seconds)
+        return Heat("FREQ", settings.refresh_min_freq)
+    return Heat("IDLETIME", settings.refresh_idle_seconds)
 
 
 # The eviction policy, looked up at most this often per cache Redis: not a CONFIG GET on
@@ -68,17 +74,29 @@ def _lfu(rt: Runtime) -> bool:
 def hottest(result: SweepResult, heat: Heat, budget: int, skip: set[str]) -> list[str]:
     """Up to `budget` of the sweep's hot keys, hottest first (least idle, or most frequent)."""
     sign = -1 if heat.command == "FREQ" else 1
-    ranked = sorted((sign * answer, key) for key, answer in result.hot if key not in skip)
+    best: dict[str, int] = {}  # a key deleted ahead of the sweep may be found by it again
+    for key, answer in result.hot:
+        if key not in skip:
+            best[key] = min(best.get(key, sign * answer), sign * answer)
+    ranked = sorted((rank, key) for key, rank in best.items())
     return [key for _, key in ranked[:budget]]
 
 
-def schedule(rt: Runtime, keys: list[str]) -> None:
-    if not keys:
-        return
-    try:
-        send(REFRESH_TASK, [keys], queue_name(rt.settings, "warm"))
-    except BrokerError as exc:  # the keys are deleted (correct); only their warmth is lost
-        log.error("could not enqueue the refresh of %d keys: %s", len(keys), exc)
+def schedule(
+    rt: Runtime, keys: list[str], held: dict[str, str], *, warmed: Set[str] = frozenset()
+) -> None:
+    """Queue the refresh of `keys`, and release the leases the sweep took (`held`) on the hot
+    keys neither it nor a warm (`warmed`) will fill, so that their readers fill them at once."""
+    filled = set(keys) | warmed
+    spare = {key: token for key, token in held.items() if key not in filled}
+    held_keys = {key: held[key] for key in keys if key in held}
+    if keys:
+        try:
+            send(REFRESH_TASK, [keys, held_keys], queue_name(rt.settings, "warm"))
+        except BrokerError as exc:  # the keys are deleted (correct); only their warmth is lost
+            log.error("could not enqueue the refresh of %d keys: %s", len(keys), exc)
+            spare = {key: token for key, token in held.items() if key not in warmed}
+    leases.release(rt.redis, spare)
 
 
 @dataclass
@@ -97,17 +115,25 @@ class RefreshResult:
         }
 
 
-def refresh_keys(rt: Runtime, keys: list[str]) -> RefreshResult:
-    """Recompute `keys` (cache key names) through the lease guard, one SELECT per filter."""
+def refresh_keys(
+    rt: Runtime, keys: list[str], held: Mapping[str, str] | None = None
+) -> RefreshResult:
+    """Recompute `keys` (cache key names) through the lease guard, one SELECT per filter.
+    `held`: the leases the sweep took on them; those of keys that cannot be recomputed are
+    released (the rest are taken over by the refresh's own)."""
     result = RefreshResult()
     groups: dict[Query, list[tuple[str, Query]]] = defaultdict(list)
     underscored = any("_" in key for key in keys) and _underscored_categories(rt)
+    skipped: dict[str, str] = {}
     for key in keys:
         query = _query_of(rt, key, underscored)
         if query is None:
             result.skipped += 1
+            if held and key in held:
+                skipped[key] = held[key]
             continue
         groups[replace(query, limit=1)].append((key, query))
+    leases.release(rt.redis, skipped)
     for members in groups.values():
         _refresh_group(rt, members, result)
     log.info(
@@ -143,7 +169,8 @@ def _underscored_categories(rt: Runtime) -> bool:
 
 def _refresh_group(rt: Runtime, members: list[tuple[str, Query]], result: RefreshResult) -> None:
     client = rt.redis
-    tokens = [(key, query, leases.warm_lease(client, key, LEASE_MS)) for key, query in members]
+    held = leases.hold(client, [key for key, _ in members], LEASE_MS)
+    tokens = [(key, query, held.get(key)) for key, query in members]
     widest = max(query.limit for _, query, _ in tokens)
     rows = fetch_rows(rt.db(), rt.settings, replace(members[0][1], limit=widest))
     result.selects += 1
@@ -163,8 +190,8 @@ def _refresh_group(rt: Runtime, members: list[tuple[str, Query]], result: Refres
 
 
 @app.task(name=REFRESH_TASK, ignore_result=True, **retry_on(*CONNECTION_ERRORS), max_retries=5)
-def refresh(keys: list[str]) -> dict:
+def refresh(keys: list[str], held: dict[str, str] | None = None) -> dict:
     rt = runtime()
-    result = refresh_keys(rt, [str(key) for key in keys])
+    result = refresh_keys(rt, [str(key) for key in keys], held)
     metrics.record_refresh(rt.redis, rt.settings.state_prefix, result.refreshed, result.refused)
     return result.to_json()

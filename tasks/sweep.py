@@ -6,9 +6,14 @@ anything else it returns is left alone). It asks `doomed(filter)` of each cache 
 (memoised: many keys share one filter and differ in sort or limit). A doomed cache key is
 deleted; a lease key whose cache key is doomed is deleted (the lease revoked), and its cache
 key with it, since a fill may have landed after SCAN passed that key. Deletions go out in
-pipelined UNLINK batches while the scan goes on. With a `Heat` probe, each deleted cache key's
-OBJECT IDLETIME (or FREQ) is read in the same pipeline, just before the UNLINK: the keys read
-recently are the ones worth recomputing (tasks.refresh).
+pipelined UNLINK batches while the scan goes on.
+
+With a `Heat` probe (refresh on), the deletes go through primer_cache_invalidate instead,
+which reads each key's OBJECT IDLETIME (or FREQ) and, in the same atomic step as the delete,
+takes the lease on the hot ones: those read recently, and those whose lease stood (a miss or
+a refresh was in progress). From the moment a hot key is gone until the refresh writes it
+(tasks.refresh), or the invalidation releases the keys it will not refresh, readers are told
+`busy` and wait for the fresh value instead of each missing and reading the database.
 
 On a Redis Cluster every primary is scanned, concurrently (one thread each: the work is
 network-bound), and deletes are grouped by hash slot (an UNLINK of several keys must stay in
@@ -31,6 +36,7 @@ import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
+from adapters import leases
 from adapters.redis_client import is_cluster
 from core.keys import KeyFilter, KeyFormat, lease_key
 
@@ -52,6 +58,10 @@ NODE_FAULTS = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ReadOnlyError,
 )
+# How long a hot key's lease taken at its deletion makes readers wait for its refresh: the
+# refresh takes its own lease before its SELECT, and releases what it will not fill; this only
+# bounds the wait if the worker dies between the two.
+HOLD_MS = 2_000
 MAX_ROUNDS = 10  # topology still moving after this many re-scans: fail, the task is retried
 TOPOLOGY_WAIT = 30.0  # how long to wait for the cluster to agree on its slots again
 
@@ -60,11 +70,12 @@ NodeSweep = Callable[[redis.Redis], "SweepResult"]
 
 @dataclass(frozen=True)
 class Heat:
-    """How to tell a recently read key: OBJECT `command` ("IDLETIME" or "FREQ") and whether
-    its answer makes the key hot."""
+    """How to tell a recently read key: OBJECT `command` ("IDLETIME" or "FREQ") and the
+    `bound` that makes it hot (idle at most `bound` seconds; or an LFU counter at least
+    `bound`)."""
 
     command: str
-    hot: Callable[[int], bool]
+    bound: int
 
 
 @dataclass
@@ -76,6 +87,7 @@ class SweepResult:
     keys: list[str] = field(default_factory=list)  # filled on dry runs only
     # (key, OBJECT answer) of the deleted keys a Heat probe found hot
     hot: list[tuple[str, int]] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # hot key -> the lease the sweep took
 
     def add(self, other: SweepResult) -> None:
         self.scanned += other.scanned
@@ -84,6 +96,7 @@ class SweepResult:
         self.leases_revoked += other.leases_revoked
         self.keys.extend(other.keys)
         self.hot.extend(other.hot)
+        self.held.update(other.held)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -213,23 +226,36 @@ def _delete(
         result.deleted += len(doomed.cache)
         result.leases_revoked += len(doomed.leases)
         return
-    pipe = client.pipeline(transaction=False)
     if heat is not None:
-        for raw in doomed.cache:
-            pipe.execute_command("OBJECT", heat.command, raw)
+        _delete_holding_hot(client, by_slot, doomed, result, heat)
+        return
+    pipe = client.pipeline(transaction=False)
     # Leases first: a fill between the two UNLINKs is refused, one before is deleted after.
     lease_groups = _unlink_groups(doomed.leases, by_slot=by_slot)
     for group in [*lease_groups, *_unlink_groups(doomed.cache, by_slot=by_slot)]:
         pipe.execute_command("UNLINK", *group)
-    replies = pipe.execute(raise_on_error=False)
-    if heat is not None:
-        probes, replies = replies[: len(doomed.cache)], replies[len(doomed.cache) :]
-        for raw, answer in zip(doomed.cache, probes, strict=True):
-            if isinstance(answer, int) and heat.hot(answer):
-                result.hot.append((_text(raw), answer))
-    counts = [_count(reply) for reply in replies]
+    counts = [_count(reply) for reply in pipe.execute(raise_on_error=False)]
     result.leases_revoked += sum(counts[: len(lease_groups)])
     result.deleted += sum(counts[len(lease_groups) :])
+
+
+def _delete_holding_hot(
+    client: redis.Redis, by_slot: bool, doomed: _Doomed, result: SweepResult, heat: Heat
+) -> None:
+    """Delete the keys and revoke their leases through primer_cache_invalidate, which takes
+    the lease on each hot one in the same step (no gap in which a reader misses it). A key
+    whose lease stood is hot whether or not it was present (a reader's miss, or a refresh,
+    was in progress; or it was filled lately): as hot as a key can be."""
+    hottest = 0 if heat.command == "IDLETIME" else 255
+    cache = list(dict.fromkeys(doomed.cache))  # a key found itself and through its lease
+    groups = _unlink_groups(cache, by_slot=by_slot)
+    for raw, done in leases.invalidate(client, groups, heat.command, heat.bound, HOLD_MS):
+        result.deleted += done.deleted
+        result.leases_revoked += done.revoked
+        if done.token:
+            key = _text(raw)
+            result.hot.append((key, done.answer if done.answer >= 0 else hottest))
+            result.held[key] = done.token
 
 
 def _count(reply: object) -> int:

@@ -42,7 +42,10 @@ from tasks.runtime import Runtime, runtime
 log = logging.getLogger(__name__)
 
 LOCK_MS = 60_000  # the per-key lock: a crashed warm blocks its key's warms at most this long
-LEASE_MS = 600_000  # the fill lease of one attempt; a warm slower than this aborts
+# The fill lease of one attempt; a warm slower than this aborts. It also bounds how long the
+# primer server's readers of the key are told `busy` if the worker dies mid-warm (the seed's
+# slowest warm target is 5 s).
+LEASE_MS = 60_000
 IN_PROCESS_ATTEMPTS = 3  # immediate re-runs after an abort before handing over to Celery
 MAX_RUNS = 20  # bound on the runs of one warm (aborts plus pending re-runs)
 ABORT_RETRIES = 100  # Celery retries of a warm that kept aborting (generous: writes settle)

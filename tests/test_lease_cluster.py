@@ -16,7 +16,7 @@ from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key
 from core.predicate import ChangeIndex, ElementImage
-from tasks.sweep import sweep
+from tasks.sweep import Heat, delete_keys, sweep
 from tests.services import unique
 
 LEASE_MS = 10_000
@@ -59,4 +59,38 @@ def test_leases_work_on_every_primary(cluster_client: redis.Redis) -> None:
             assert written == (f"c{n}" not in affected), key
     finally:
         for key in built:
+            cluster.delete(key, lease_key(key) or key)
+
+
+def test_the_sweep_holds_hot_keys_on_every_primary(cluster_client: redis.Redis) -> None:
+    """With refresh on, the sweep deletes through primer_cache_invalidate, one slot per call:
+    every hot key it deletes, on whichever primary, is held for its refresh (readers `busy`),
+    present keys and absent ones with a lease out alike; so are the known keys deleted
+    ahead of a sweep."""
+    cluster: RedisCluster = cluster_client  # type: ignore[assignment]
+    leases.load_library(cluster)
+    keys = KeyFormat(unique("t") + ":megamind:primer:", DEFAULT_KEY_TEMPLATE)
+    present = [keys.build(Query((f"c{n}",), limit=n + 1)) for n in range(20)]
+    leased = [keys.build(Query((f"c{n}",), limit=n + 50)) for n in range(20)]
+    ahead = [keys.build(Query((f"c{n}",), limit=n + 90)) for n in range(6)]
+    try:
+        for key in (*present, *ahead):
+            cluster.set(key, b"{}", ex=600)
+        tokens = {key: leases.read(cluster, key, LEASE_MS).token for key in leased}
+        heat = Heat("IDLETIME", 60)
+        early = delete_keys(cluster, [key.encode() for key in ahead], heat)
+        assert early.deleted == len(ahead) and sorted(early.held) == sorted(ahead)
+        result = sweep(cluster, keys, lambda key_filter: True, heat=heat)
+        assert result.deleted == len(present)
+        assert result.leases_revoked >= len(leased)
+        # the keys deleted ahead were held: the sweep finds those leases and takes them over
+        assert sorted(result.held) == sorted([*present, *leased, *ahead])
+        for key in (*present, *leased, *ahead):
+            assert leases.read(cluster, key, LEASE_MS).kind == "busy", key
+        for key in leased:  # the reader's lease was revoked when the sweep took it over
+            assert not leases.fill(cluster, key, tokens[key] or "", b"{}", 60)
+        assert leases.release(cluster, result.held) == len(result.held)
+        assert all(leases.read(cluster, key, LEASE_MS).kind == "lease" for key in present)
+    finally:
+        for key in (*present, *leased, *ahead):
             cluster.delete(key, lease_key(key) or key)

@@ -27,9 +27,9 @@ from core.predicate import ElementImage
 from core.response import comparable, decode, encode
 from tasks.invalidation import run_invalidation
 from tasks.primer_query import fresh_response
-from tasks.refresh import heat_probe, refresh_keys
+from tasks.refresh import heat_probe, refresh_keys, schedule
 from tasks.runtime import Runtime
-from tasks.sweep import sweep
+from tasks.sweep import Heat, sweep
 from tests.private_servers import private_redis
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
@@ -301,6 +301,28 @@ def test_refresh_recomputes_hot_keys_and_leaves_cold_ones(hot_car: Sidecar) -> N
         rt.drop_db()
 
 
+def test_readers_wait_for_the_refresh_of_a_hot_key_not_each_miss(car: Sidecar, rt: Runtime) -> None:
+    """The sweep takes the lease on each hot key it deletes: a reader is told `busy` (and waits
+    for the refresh's fill) instead of getting a lease of its own; a cold key, and a hot one
+    the invalidation releases (beyond the refresh budget), are leased to the reader at once."""
+    hot, spare, cold = (key_of(car, "security", limit=n) for n in (31, 32, 33))
+    for key in (hot, spare):
+        car.redis.set(key, b"{}", ex=600)
+    # cold: idle for an hour (RESTORE sets the idle time Redis keeps for LRU)
+    car.redis.restore(cold, 600_000, car.redis.dump(hot), replace=True, idletime=3600)
+    heat = Heat("IDLETIME", 60)
+    result = sweep(car.redis, car.keys, lambda key_filter: "security" in key_filter.cats, heat=heat)
+    assert sorted(result.held) == sorted([hot, spare]) and result.deleted >= 3
+    schedule(rt, [], {spare: result.held[spare]})  # beyond the budget: released
+    assert leases.read(car.redis, hot, LEASE_MS).kind == "busy"
+    assert leases.read(car.redis, spare, LEASE_MS).kind == "lease"
+    assert leases.read(car.redis, cold, LEASE_MS).kind == "lease"
+    # the refresh fills under its own lease, which takes the sweep's over
+    assert refresh_keys(rt, [hot]).refreshed == 1
+    assert leases.read(car.redis, hot, LEASE_MS).kind == "hit"
+    car.redis.delete(*(k for key in (hot, spare, cold) for k in (key, lease_key(key) or "")))
+
+
 def test_under_lfu_the_sweep_reads_frequency(car: Sidecar, tmp_path: Path) -> None:
     """An LFU Redis refuses OBJECT IDLETIME: the probe asks OBJECT FREQ, and a key read since
     it was written (its counter above the 5 a new key starts at) is hot."""
@@ -328,8 +350,11 @@ def test_refresh_runs_one_select_per_filter(hot_car: Sidecar) -> None:
             Query(("security",), 0.5, limit=n) for n in (1, 9)
         ]
         keys = [hot_car.keys.build(q) for q in queries]
-        result = refresh_keys(rt, [*keys, f"{hot_car.key_prefix}primer:bad"])
+        bad = f"{hot_car.key_prefix}primer:bad"
+        held = leases.hold(hot_car.redis, [*keys, bad], LEASE_MS)  # as the sweep leaves them
+        result = refresh_keys(rt, [*keys, bad], held)
         assert (result.refreshed, result.selects, result.skipped) == (5, 2, 1)
+        assert leases.read(hot_car.redis, bad, LEASE_MS).kind == "lease"  # released
         for query, key in zip(queries, keys, strict=True):
             assert same_content(hot_car.redis.get(key), fresh_value(rt, query)), key
     finally:
