@@ -131,8 +131,10 @@ class PrimerServer:
     def store(self, key: str, value: bytes, token: str | None) -> None:
         self.cache.set(key, value, ex=self.env.settings.ttl_seconds)
 
-    def read(self) -> None:
-        query = self.rng.choices(self.patterns, self.weights)[0]
+    def read(self, query: Query | None = None) -> None:
+        """Read `query` (by default one drawn from the patterns, by their weights)."""
+        if query is None:
+            query = self.rng.choices(self.patterns, self.weights)[0]
         key = self.env.keys.build(query)
         epoch = self.clock.quiet_epoch()
         raw, token = self.lookup(key)
@@ -188,15 +190,21 @@ def read_through(
     weights: tuple[float, ...] | None = None,
     readers: int = READERS,
     interval_s: float = READ_INTERVAL_S,
+    primed: bool = False,
 ) -> ReadStats:
     """Readers through the cache during bursts of changes. `after_burst` runs after a
     burst's last write and before the quiet time in which reads are judged (a replica
-    held behind catches up there)."""
+    held behind catches up there). `primed`: every pattern is read once before the reads
+    that count, so the figures are the steady state's, without each key's first miss."""
     clock = Clock()
     stop = threading.Event()
     servers = [
         server(env, mysql, clock, seed, read_from, patterns, weights) for seed in range(readers)
     ]
+    if primed:
+        for query in patterns:
+            servers[0].read(query)
+        servers[0].stats = ReadStats()
 
     def loop(reader: PrimerServer) -> None:
         while not stop.is_set():
