@@ -161,7 +161,9 @@ local function invalidate(keys, args)
     local stood = lease and redis.call('EXISTS', lease) or 0
     local answer = -1
     if redis.call('EXISTS', key) == 1 then
-      answer = redis.call('OBJECT', probe, key)
+      -- an error (FREQ without an LFU policy, IDLETIME with one) means "not known hot"
+      local probed = redis.pcall('OBJECT', probe, key)
+      if type(probed) == 'number' then answer = probed end
     end
     local hot = stood == 1 or (answer >= 0 and
       ((probe == 'IDLETIME' and answer <= bound) or (probe == 'FREQ' and answer >= bound)))

@@ -323,6 +323,17 @@ def test_readers_wait_for_the_refresh_of_a_hot_key_not_each_miss(car: Sidecar, r
     car.redis.delete(*(k for key in (hot, spare, cold) for k in (key, lease_key(key) or "")))
 
 
+def test_a_probe_the_policy_refuses_deletes_all_and_holds_none(car: Sidecar) -> None:
+    """OBJECT FREQ on an LRU Redis is an error (the policy changed since it was looked up):
+    the sweep still deletes every affected key, and only holds none of them."""
+    built = [key_of(car, "security", limit=n) for n in (41, 42)]
+    for key in built:
+        car.redis.set(key, b"{}", ex=600)
+    result = sweep(car.redis, car.keys, lambda f: "security" in f.cats, heat=Heat("FREQ", 6))
+    assert result.deleted >= 2 and not car.redis.exists(*built)
+    assert not set(built) & set(result.held)
+
+
 def test_under_lfu_the_sweep_reads_frequency(car: Sidecar, tmp_path: Path) -> None:
     """An LFU Redis refuses OBJECT IDLETIME: the probe asks OBJECT FREQ, and a key read since
     it was written (its counter above the 5 a new key starts at) is hot."""
