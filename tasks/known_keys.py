@@ -22,24 +22,24 @@ import time
 from collections.abc import Callable
 
 from core.keys import KeyFilter, KeyFormat
+from core.known_keys import KnownNames
 
 DEFAULT_LIMIT = 200_000
 REBUILD_EVERY = 1.0
+RETAIN = 3  # a name stays known while one of the last 3 rebuilds saw it (core.known_keys)
 
 
 class KnownKeys:
     def __init__(self, limit: int = DEFAULT_LIMIT, rebuild_every: float = REBUILD_EVERY) -> None:
         self.limit = limit
         self.rebuild_every = rebuild_every
-        self._groups: dict[str, list[bytes]] = {}  # filter text -> names (as SCAN gave them)
-        self._group_of: dict[bytes, str] = {}  # memo: a name's filter text
+        self._names: KnownNames | None = None
         self._collected: list[bytes] | None = None
         self._carried: list[bytes] = []
         self._built_at = float("-inf")
-        self._keys: KeyFormat | None = None
 
     def __len__(self) -> int:
-        return sum(len(group) for group in self._groups.values())
+        return 0 if self._names is None else len(self._names)
 
     def start(self, keys: KeyFormat, carried: list[bytes] | None = None) -> list[bytes] | None:
         """A sweep begins after deleting `carried` ahead of it. Returns the list the sweep
@@ -48,8 +48,9 @@ class KnownKeys:
             # A snapshot holds one key format's names (a process that serves another format,
             # as tests do, starts afresh): another format's names would judge as unparseable
             # and be deleted as doomed.
-            self._groups, self._group_of, self._built_at = {}, {}, float("-inf")
-        self._keys = keys
+            self._names, self._built_at = None, float("-inf")
+        if self._names is None:
+            self._names = KnownNames(keys, self.limit, RETAIN)
         self._carried = list(carried or ())
         due = time.monotonic() - self._built_at >= self.rebuild_every
         self._collected = [] if due else None
@@ -57,20 +58,16 @@ class KnownKeys:
 
     def finish(self) -> None:
         """The sweep completed: rebuild from what it found (if collected), keep the carried."""
-        keys, collected, carried = self._keys, self._collected, self._carried
+        names, collected, carried = self._names, self._collected, self._carried
         self._collected, self._carried = None, []
-        if keys is None:
+        if names is None:
             return
         if collected is None:
-            self._add(keys, carried, self._groups)
+            names.add(carried)
             return
-        if len(collected) > self.limit:
-            self._groups, self._group_of = {}, {}
-        else:
-            groups: dict[str, list[bytes]] = {}
-            self._add(keys, collected, groups)
-            self._add(keys, carried, groups)
-            self._groups = groups
+        names.begin()
+        names.add(carried)
+        names.rebuild(collected)
         self._built_at = time.monotonic()
 
     def abandon(self) -> None:
@@ -79,37 +76,13 @@ class KnownKeys:
 
     def affected(self, keys: KeyFormat, doomed: Callable[[KeyFilter], bool]) -> list[bytes]:
         """The known names a sweep with `doomed` would delete (unparseable ones included)."""
-        if not self._same_format(keys):
+        if self._names is None or not self._same_format(keys):
             return []
-        judge = keys.judge(doomed)
-        out: list[bytes] = []
-        for group in self._groups.values():
-            if judge(_text(group[0])) is not False:
-                out.extend(group)
-        return out
+        return self._names.affected(doomed)
 
     def _same_format(self, keys: KeyFormat) -> bool:
-        known = self._keys
+        known = None if self._names is None else self._names.keys
         return known is None or (known.prefix, known.template) == (keys.prefix, keys.template)
-
-    def _add(self, keys: KeyFormat, names: list[bytes], groups: dict[str, list[bytes]]) -> None:
-        group_of = self._group_of
-        if len(group_of) > 2 * self.limit:
-            group_of.clear()
-        filter_text = keys.filter_text
-        for raw in names:
-            group = group_of.get(raw)
-            if group is None:
-                group = group_of[raw] = filter_text(_text(raw))
-            members = groups.get(group)
-            if members is None:
-                groups[group] = [raw]
-            elif members[-1] != raw:
-                members.append(raw)
-
-
-def _text(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
 
 
 # One per keyspace (Redis URL, key prefix and template) per process: Celery's prefork
