@@ -73,6 +73,9 @@ class Settings:
     leader_ttl_ms: int = 10_000
     max_in_flight: int = 2  # published batches not yet done; 0 = no backpressure
     redeliver_after_s: int = 30  # a batch with no progress this long is published again
+    # The listener's fast lane (worker.fast_lane) knows at most this many key names (a larger
+    # keyspace: none, the sweeps alone); 0 turns it off.
+    fast_lane_max_keys: int = 200_000
     metrics_port: int = 0  # the listener serves /metrics and /healthz on <port>; 0 = off
     worker_metrics_port: int = 0  # the Celery worker's main process does; 0 = off
     metrics_addr: str = "127.0.0.1"  # the address both bind (0.0.0.0 for Kubernetes probes)
@@ -292,6 +295,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(1000, 600_000)),
     ("listener", "max_in_flight"): ("max_in_flight", _int(0, 1000)),
     ("listener", "redeliver_after_s"): ("redeliver_after_s", _int(1, 86_400)),
+    ("listener", "fast_lane_max_keys"): ("fast_lane_max_keys", _int(0, 10_000_000)),
     ("listener", "metrics_port"): ("metrics_port", _int(0, 65535)),
     ("celery", "queue_prefix"): ("queue_prefix", _identifier),
     ("status", "max_lag_s"): ("max_lag_s", _int(1, 86400)),

@@ -56,6 +56,7 @@ class Sidecar:
     workdir: Path
     tag: str = field(default_factory=lambda: unique("t"))
     extra_toml: str = ""
+    listener_toml: str = ""  # more [listener] settings, one per line
     second_pass_ms: int = 0
     leader_ttl_ms: int = 3000  # a stall (SIGSTOP) longer than this costs the lead
     warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
@@ -77,6 +78,7 @@ class Sidecar:
             f'[celery]\nqueue_prefix = "{self.tag}"\n'
             f"[listener]\nleader_ttl_ms = {self.leader_ttl_ms}\n"
             f"redeliver_after_s = {self.redeliver_after_s}\n"
+            + self.listener_toml
             + ("" if self.warm else "[warm]\npatterns = []\n")
             + ("" if self.refresh else "[refresh]\nmax_keys = 0\n")
             + self.extra_toml

@@ -28,8 +28,10 @@ from adapters.redis_client import connect_redis
 from adapters.replicas import check_replicas
 from config import Settings
 from core.batch import Batch
+from core.predicate import ElementImage
 from worker import metrics
 from worker.batcher import BatchBuilder, Transaction, position_reached, position_text
+from worker.fast_lane import FastLane
 from worker.leader import Leadership, LeadershipLost
 from worker.ledger import Entry, Ledger
 from worker.pacing import Pacer
@@ -53,6 +55,7 @@ CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
 POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
 POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
+FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
 
 
 class ReaderError(Exception):
@@ -70,6 +73,8 @@ class Listener:
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
         # Why the next cold start flushes (a lost checkpoint, or one that cannot be resumed).
         self._cold_start_kind = metrics.FLUSH_COLD_START
+        # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
+        self.fast_lane = FastLane(settings) if settings.fast_lane_max_keys > 0 else None
 
     # ---- process lifetime -------------------------------------------------------------
 
@@ -97,6 +102,8 @@ class Listener:
                     with attempt:
                         self._lead_once()
         finally:
+            if self.fast_lane is not None:
+                self.fast_lane.stop()
             self.leadership.release()
 
     def check_settings(self) -> ServerInfo:
@@ -166,6 +173,8 @@ class Listener:
         finally:
             conn.close()
         self.publisher.connect()
+        if self.fast_lane is not None:
+            self.fast_lane.start()  # a leader's only: a standby never scans
         self._terms += 1
         term = f"{self.leadership.token}.{self._terms}"
         if cold_start is None:
@@ -254,6 +263,8 @@ class Listener:
         tracker = _Tracker(self, ledger)
         pacer = Pacer(s.batch_max_changes, s.batch_max_wait_ms / 1000.0)
         warms_owed = False  # batches published behind skip their warms: one warm_all after
+        fast = self.fast_lane
+        fast_images: set[ElementImage] = set()  # read, not yet through the fast lane
         freshness = metrics.FRESHNESS
         beat_at = 0.0
         while not self.stopping.is_set():
@@ -280,6 +291,8 @@ class Listener:
                 pacer.took(now, item.event_time, first=not builder.complete)
                 builder.add(item)
                 freshness.took(item.event_time)
+                if fast is not None and item.images and not item.flush_reason:
+                    fast_images |= item.images
             tracker.poll(now, waiting=builder.has_work and ledger.full)
             if warms_owed and self._caught_up(pacer, ledger, now, events):
                 warms_owed = False
@@ -294,12 +307,16 @@ class Listener:
                 and position_reached(builder.position, backlog_end)
             ):
                 pacer.backlog_read()
+            if fast_images and (not readable or len(fast_images) >= FAST_LANE_MAX_IMAGES):
+                self._fast_lane(fast_images, pacer, builder, now)
             wall = time.time()
             if pacer.hold(now, wall, builder.rows, readable):
                 continue
             # While the workers are behind, the batch goes on growing (its images are a set).
             if builder.has_work and ledger.full:
                 continue
+            if fast_images:  # before its batch goes: the probes travel with it
+                self._fast_lane(fast_images, pacer, builder, now)
             metrics.TRANSACTIONS.inc(builder.transactions)
             behind = pacer.behind(now, wall, readable)
             batch, position, event_time = builder.take()
@@ -323,6 +340,16 @@ class Listener:
             if events.empty():
                 freshness.idle()  # everything read so far is published (or held nothing)
         tracker.save_checkpoint(time.monotonic(), force=True)
+
+    def _fast_lane(
+        self, images: set[ElementImage], pacer: Pacer, builder: BatchBuilder, now: float
+    ) -> None:
+        """Delete the known keys `images` affect now, unless the stream is behind (then the
+        sweeps alone: latency is spent, throughput needs the CPU); empties `images`."""
+        assert self.fast_lane is not None
+        if not builder.flush_reason and not pacer.behind(now, time.time(), readable=False):
+            builder.heat.extend(self.fast_lane.delete(images))
+        images.clear()
 
     @staticmethod
     def _caught_up(pacer: Pacer, ledger: Ledger, now: float, events: queue.Queue[Any]) -> bool:

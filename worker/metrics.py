@@ -89,6 +89,23 @@ DECODER_FALLBACKS = Counter(
 RESTARTS = Counter(
     "primer_cache_listener_restarts_total", "Stream restarts after a fault", registry=REGISTRY
 )
+FAST_LANE_DELETED = Counter(
+    "primer_cache_listener_fast_lane_deleted_total",
+    "Cache keys the fast lane deleted as soon as their change was read (known names only; "
+    "the sweeps find the rest)",
+    registry=REGISTRY,
+)
+FAST_LANE_KNOWN = Gauge(
+    "primer_cache_listener_fast_lane_known_keys",
+    "Key names the fast lane knows from its last scans; 0 when off or above "
+    "listener.fast_lane_max_keys",
+    registry=REGISTRY,
+)
+FAST_LANE_ERRORS = Counter(
+    "primer_cache_listener_fast_lane_errors_total",
+    "Fast-lane deletes or scans that failed (the sweeps still delete every affected key)",
+    registry=REGISTRY,
+)
 
 # Reasons of FALLBACK_FLUSHES (exported from the start, so alerts see a 0 before the first).
 FLUSH_COLD_START = "cold_start"  # no checkpoint: first start, or the checkpoint was lost

@@ -1,0 +1,197 @@
+"""The listener's fast lane (worker.fast_lane): the known keys a change affects go as soon as
+the listener reads it, with no worker running at all; unaffected keys stay; leases on the
+deleted keys are revoked; the sweep still runs and completes the batch. And its pure parts:
+the snapshot of known names (core.known_keys) against a brute-force model, and the batch's
+heat probes on the wire."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adapters.unlink import unlink_with_leases
+from config.query import Query
+from config.settings import DEFAULT_KEY_TEMPLATE
+from core.batch import Batch
+from core.keys import KeyFormat, lease_key
+from core.known_keys import KnownNames
+from core.predicate import ChangeIndex, ElementImage
+from tests.services import delete_prefix, unique, wait_for
+from tests.sidecar import Sidecar, isolated
+from tests.strategies import images, queries
+
+KEYS = KeyFormat("megamind:primer:", DEFAULT_KEY_TEMPLATE)
+SCANNED = "fast lane: knows"
+
+
+def _names(picked: list[Query]) -> list[bytes]:
+    return [KEYS.build(query).encode() for query in picked]
+
+
+# ---- the snapshot (pure) -------------------------------------------------------------------
+
+
+odd_names = st.sampled_from([b"megamind:primer:primer:x", b"megamind:primer:primer:a:nan:all:p:1"])
+
+
+@given(
+    st.lists(queries, max_size=30),
+    st.lists(odd_names, max_size=2),
+    st.lists(images, min_size=1, max_size=3),
+)
+@settings(max_examples=200)
+def test_affected_is_exactly_what_a_sweep_would_delete(
+    picked: list[Query], odd: list[bytes], change: list[ElementImage]
+) -> None:
+    names = _names(picked) + odd
+    known = KnownNames(KEYS, limit=1000)
+    known.begin()
+    known.rebuild(names)
+    index = ChangeIndex(change)
+    judge = KEYS.judge(index.affects)
+    expected = {raw for raw in names if judge(raw.decode()) is not False}
+    got = known.affected(index.affects)
+    assert sorted(got) == sorted(expected)  # each name once, nothing unaffected
+
+
+@given(st.lists(st.lists(st.integers(0, 12), max_size=8), min_size=1, max_size=6))
+@settings(max_examples=200)
+def test_a_name_is_kept_while_one_of_the_last_scans_saw_it(scans: list[list[int]]) -> None:
+    every = [KEYS.build(Query(("security",), limit=n + 1)).encode() for n in range(13)]
+    known = KnownNames(KEYS, limit=1000, retain=3)
+    for found in scans:
+        known.begin()
+        known.rebuild([every[n] for n in found])
+    recent = {every[n] for found in scans[-3:] for n in found}
+    assert set(known.affected(lambda _filter: True)) == recent
+    assert len(known) == len(recent)
+
+
+def test_names_added_during_a_scan_are_kept_and_too_many_keep_none() -> None:
+    names = _names([Query(("a",), limit=n) for n in range(1, 6)])
+    known = KnownNames(KEYS, limit=5, retain=1)
+    known.begin()
+    known.add(names[:1])  # deleted by the fast lane while the scan runs: likely refilled
+    known.rebuild(names[1:3])
+    assert sorted(known.affected(lambda _f: True)) == sorted(names[:3])
+    known.begin()
+    known.rebuild([*names, b"megamind:primer:primer:b:0.0:all:p:9"])  # 6 > limit
+    assert len(known) == 0 and known.affected(lambda _f: True) == []
+
+
+def test_heat_probes_travel_with_the_batch() -> None:
+    batch = Batch.of(
+        [ElementImage("security", None, "required")],
+        heat=(("megamind:primer:primer:security:0.0:all:p:1", "IDLETIME", 3),),
+    )
+    assert Batch.from_json(batch.to_json()) == batch
+    assert Batch.from_json({"images": []}).heat == ()  # a batch from an older listener
+
+
+# ---- the delete against a real Redis ---------------------------------------------------------
+
+
+@pytest.fixture
+def keys(redis_client: redis.Redis) -> Iterator[KeyFormat]:
+    prefix = unique("fl") + ":"
+    yield KeyFormat(prefix + "megamind:primer:", DEFAULT_KEY_TEMPLATE)
+    delete_prefix(redis_client, prefix)
+    delete_prefix(redis_client, f"primer-cache:lease:{{{prefix}")
+
+
+def test_unlink_revokes_the_leases_and_probes_the_heat(
+    redis_client: redis.Redis, keys: KeyFormat
+) -> None:
+    present, absent, spared = (keys.build(Query((c,))) for c in ("a", "b", "c"))
+    for key in (present, spared):
+        redis_client.set(key, b"v")
+    leases = [lease_key(key) for key in (present, absent, spared)]
+    for lease in leases:
+        assert lease is not None
+        redis_client.set(lease, b"token")
+    done = unlink_with_leases(redis_client, [present.encode(), absent.encode()], probe=True)
+    assert (done.deleted, done.leases_revoked) == (1, 2)
+    assert redis_client.exists(present, absent, leases[0], leases[1]) == 0
+    assert redis_client.exists(spared, leases[2]) == 2
+    assert [(key, command) for key, command, _ in done.probes] == [(present, "IDLETIME")]
+
+
+# ---- end to end: no worker ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def car(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, tmp_path: Path
+) -> Iterator[Sidecar]:
+    with isolated(Sidecar, services, mysql_params, redis_client, tmp_path) as sidecar:
+        yield sidecar
+
+
+def _scanned(car: Sidecar, after: int = 0) -> None:
+    """Wait for the listener's fast lane to finish a scan that began after the keys were set."""
+    assert car.listener is not None
+    wait_for(
+        lambda: car.listener is not None and car.listener.output().count(SCANNED) > after,
+        timeout=20,
+        what="the fast lane's first scan",
+    )
+
+
+def test_known_keys_go_with_no_worker_running_and_the_sweep_still_completes(
+    car: Sidecar,
+) -> None:
+    car.insert_chunk("fl1", "security", "0.90", "required")
+    hit, hit_all, miss, miss_level = car.plant(
+        Query(("security",)),
+        Query((), 0.5),
+        Query(("development",)),
+        Query(("security",), enforcement_level="optional"),
+    )
+    hit_lease, miss_lease = lease_key(hit), lease_key(miss)
+    assert hit_lease is not None and miss_lease is not None
+    car.redis.set(hit_lease, b"token")  # a primer server's fill in flight
+    car.redis.set(miss_lease, b"token")
+    car.start_listener()  # no worker: batches wait in the broker
+    _scanned(car)
+    car.execute("UPDATE megamind_chunks SET content = 'new' WHERE chunk_id = 'fl1'")
+    wait_for(
+        lambda: not car.redis.exists(hit, hit_all, hit_lease),
+        timeout=5,
+        what="the fast lane to delete the affected keys and revoke their lease",
+    )
+    assert car.redis.exists(miss, miss_level, miss_lease) == 3, "unaffected keys were deleted"
+    # The batches still wait for their sweeps (the cold-start flush, then the change): once a
+    # worker runs, they are done and the checkpoint moves past the change.
+    car.start_worker()
+    car.sync()
+    car.checkpointed()
+
+
+def test_with_the_fast_lane_off_nothing_goes_before_the_sweep(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    with isolated(
+        Sidecar,
+        services,
+        mysql_params,
+        redis_client,
+        tmp_path,
+        listener_toml="fast_lane_max_keys = 0\n",
+    ) as car:
+        car.insert_chunk("fl2", "security", "0.90", "required")
+        (hit,) = car.plant(Query(("security",)))
+        car.start_listener()
+        time.sleep(1.5)  # as long as a scan would take, had there been one
+        car.execute("UPDATE megamind_chunks SET content = 'new' WHERE chunk_id = 'fl2'")
+        time.sleep(1.0)
+        assert car.redis.exists(hit) == 1
+        assert car.listener is not None and SCANNED not in car.listener.output()
+        car.start_worker()
+        car.sync()
+        assert car.redis.exists(hit) == 0

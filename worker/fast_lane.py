@@ -1,0 +1,151 @@
+"""The listener's fast lane: delete the known cache keys a change affects as soon as the
+change is read, ahead of its batch's sweep.
+
+A batch waits for its sweep: for the pacer, for room in the ledger (`listener.max_in_flight`),
+for the broker, for a free worker process and, under load, for CPU the sweeps of earlier
+batches hold. The fast lane skips all of that for the keys whose names it knows: the listener
+judges its snapshot of key names (core.known_keys, grouped by filter: one predicate call per
+distinct filter) against the change's images and UNLINKs the affected ones with their leases
+(adapters.unlink) in one round trip, right after reading the transaction. The snapshot comes
+from a background SCAN of the cache keys, repeated every RESCAN_MIN_S or, for large
+keyspaces, so that scanning takes at most 1/RESCAN_COST of the time; a keyspace above
+`listener.fast_lane_max_keys` names is not kept (the sweeps alone then).
+
+Nothing rests on it but speed: every batch is still published and swept (SCAN, the ground
+truth), which finds the names the snapshot lacks, waits for read replicas, runs the second
+pass, and decides completion and the checkpoint. A failed fast-lane delete is logged and
+counted, never retried: the sweep follows. While the stream is behind (catching up), the
+fast lane stands aside: latency is spent already, and throughput needs the CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+
+import redis
+
+from adapters.redis_client import connect_redis
+from adapters.unlink import unlink_with_leases
+from config import Settings
+from core.keys import KeyFormat
+from core.known_keys import KnownNames
+from core.predicate import ChangeIndex, ElementImage
+from worker import metrics
+
+log = logging.getLogger(__name__)
+
+RETAIN = 3  # a name stays known while one of the last 3 scans saw it (refills: same name)
+RESCAN_MIN_S = 1.0
+RESCAN_COST = 20.0  # wait this many times a scan's duration before the next: <= 5% of a core
+RETRY_S = 5.0  # after a failed scan
+SCAN_COUNT = 1000
+LOG_EVERY_S = 60.0  # failed deletes are logged at most this often (counted always)
+
+
+class FastLane:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.keys = KeyFormat(settings.key_prefix, settings.key_template)
+        self.limit = settings.fast_lane_max_keys
+        self.probe = settings.refresh_max_keys > 0  # the task refreshes the hot keys it deletes
+        # One client for the deletes (the listener's thread), one for the scans (their own):
+        # a cluster client is not shared across threads here.
+        self.redis = client or connect_redis(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        self._scanner = client or connect_redis(
+            settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+        )
+        self._names = KnownNames(self.keys, self.limit, RETAIN)
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._logged_at = float("-inf")
+        self.scans = 0  # complete scans so far
+        self._over = False  # the last scan found more than `limit` names
+
+    # ---- the snapshot -----------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the background scans (once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="fast-lane", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _run(self) -> None:
+        delay = 0.0
+        while not self._stopping.wait(delay):
+            started = time.monotonic()
+            try:
+                self.scan()
+            except Exception as exc:  # never let the thread die: the sweeps carry on alone
+                metrics.FAST_LANE_ERRORS.inc()
+                log.warning(
+                    "fast lane: scanning the key names failed (%s); again in %gs", exc, RETRY_S
+                )
+                delay = RETRY_S
+                continue
+            delay = max(RESCAN_MIN_S, RESCAN_COST * (time.monotonic() - started))
+
+    def scan(self) -> None:
+        """One complete SCAN of the cache keys, the snapshot's next generation."""
+        with self._lock:
+            self._names.begin()
+        found: list[bytes] = []
+        for raw in self._scanner.scan_iter(match=self.keys.scan_pattern(), count=SCAN_COUNT):
+            found.append(raw)
+            if len(found) > self.limit:
+                break  # too many to keep: rebuild() keeps none
+        with self._lock:
+            self._names.rebuild(found)
+            known = len(self._names)
+        metrics.FAST_LANE_KNOWN.set(known)
+        over = len(found) > self.limit
+        if self.scans == 0 or over != self._over:
+            if over:
+                log.warning(
+                    "fast lane: more than %d key names under %r (listener.fast_lane_max_keys): "
+                    "it stands aside, the sweeps alone delete",
+                    self.limit,
+                    self.keys.head,
+                )
+            else:
+                log.info("fast lane: knows %d key names under %r", known, self.keys.head)
+        self._over = over
+        self.scans += 1
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    # ---- the delete ---------------------------------------------------------------------
+
+    def delete(self, images: Iterable[ElementImage]) -> list[tuple[str, str, int]]:
+        """UNLINK the known keys `images` affect, with their leases; return the heat probes
+        of the keys deleted (for the batch, core.batch), none when refresh is off."""
+        index = ChangeIndex(images)
+        if not index:
+            return []
+        with self._lock:
+            doomed = self._names.affected(index.affects)
+        if not doomed:
+            return []
+        try:
+            done = unlink_with_leases(self.redis, doomed, probe=self.probe)
+        except redis.RedisError as exc:
+            metrics.FAST_LANE_ERRORS.inc()
+            now = time.monotonic()
+            if now - self._logged_at >= LOG_EVERY_S:
+                self._logged_at = now
+                log.warning("fast lane: delete failed (%s); the sweep deletes the keys", exc)
+            return []
+        metrics.FAST_LANE_DELETED.inc(done.deleted)
+        with self._lock:
+            self._names.add(doomed)  # likely refilled under the same names: keep them known
+        return done.probes
