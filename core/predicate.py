@@ -8,7 +8,7 @@ ignored: a change can move an element into or out of the top N only if it matche
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, NamedTuple
@@ -121,6 +121,12 @@ class ChangeIndex:
 
     def __bool__(self) -> bool:
         return self.size > 0
+
+    @property
+    def categories(self) -> Collection[str]:
+        """The images' categories: `affects` holds for a key that lists categories only when
+        it lists one of these."""
+        return self._by_category.keys()
 
     def affects(self, key: KeyFilter) -> bool:
         if not key.cats:

@@ -71,7 +71,7 @@ def run_invalidation(
     )
     early, ahead = SweepResult(), []
     if known is not None and index is not None:
-        ahead = known.affected(rt.keys, index.affects)
+        ahead = known.affected(rt.keys, index.affects, index.categories)
         early = delete_keys(rt.redis, ahead, heat)
     if index is None:
         result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)

@@ -19,7 +19,7 @@ than `limit` keep none (the sweep alone then, as before).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from core.keys import KeyFilter, KeyFormat
 from core.known_keys import KnownNames
@@ -36,6 +36,7 @@ class KnownKeys:
         self._names: KnownNames | None = None
         self._collected: list[bytes] | None = None
         self._carried: list[bytes] = []
+        self._pending: set[bytes] = set()  # deleted ahead since the last rebuild
         self._built_at = float("-inf")
 
     def __len__(self) -> int:
@@ -48,7 +49,7 @@ class KnownKeys:
             # A snapshot holds one key format's names (a process that serves another format,
             # as tests do, starts afresh): another format's names would judge as unparseable
             # and be deleted as doomed.
-            self._names, self._built_at = None, float("-inf")
+            self._names, self._pending, self._built_at = None, set(), float("-inf")
         if self._names is None:
             self._names = KnownNames(keys, self.limit, RETAIN)
         self._carried = list(carried or ())
@@ -62,23 +63,28 @@ class KnownKeys:
         self._collected, self._carried = None, []
         if names is None:
             return
+        self._pending.update(carried)
         if collected is None:
-            names.add(carried)
             return
-        names.begin()
-        names.add(carried)
-        names.rebuild(collected)
+        self._names = names.rebuilt(collected, self._pending)
+        self._pending = set()
         self._built_at = time.monotonic()
 
     def abandon(self) -> None:
         """The sweep failed part-way: keep the previous snapshot."""
         self._collected, self._carried = None, []
 
-    def affected(self, keys: KeyFormat, doomed: Callable[[KeyFilter], bool]) -> list[bytes]:
-        """The known names a sweep with `doomed` would delete (unparseable ones included)."""
+    def affected(
+        self,
+        keys: KeyFormat,
+        doomed: Callable[[KeyFilter], bool],
+        categories: Collection[str] | None = None,
+    ) -> list[bytes]:
+        """The known names a sweep with `doomed` would delete (unparseable ones included);
+        `categories` as core.known_keys.KnownNames.affected takes them."""
         if self._names is None or not self._same_format(keys):
             return []
-        return self._names.affected(doomed)
+        return self._names.affected(doomed, categories)
 
     def _same_format(self, keys: KeyFormat) -> bool:
         known = None if self._names is None else self._names.keys

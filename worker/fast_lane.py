@@ -58,8 +58,11 @@ class FastLane:
         self._scanner = client or connect_redis(
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5
         )
+        # The snapshot: replaced whole by each scan (never changed once built), so the
+        # listener's thread judges it without waiting for a scan.
         self._names = KnownNames(self.keys, self.limit, RETAIN)
-        self._lock = threading.Lock()
+        self._deleted: set[bytes] = set()  # deleted since the scan began: kept known
+        self._lock = threading.Lock()  # guards _deleted only
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._logged_at = float("-inf")
@@ -97,15 +100,16 @@ class FastLane:
     def scan(self) -> None:
         """One complete SCAN of the cache keys, the snapshot's next generation."""
         with self._lock:
-            self._names.begin()
+            deleted, self._deleted = self._deleted, set()
         found: list[bytes] = []
         for raw in self._scanner.scan_iter(match=self.keys.scan_pattern(), count=SCAN_COUNT):
             found.append(raw)
             if len(found) > self.limit:
                 break  # too many to keep: rebuild() keeps none
         with self._lock:
-            self._names.rebuild(found)
-            known = len(self._names)
+            deleted |= self._deleted
+        self._names = names = self._names.rebuilt(found, deleted)
+        known = len(names)
         metrics.FAST_LANE_KNOWN.set(known)
         over = len(found) > self.limit
         if self.scans == 0 or over != self._over:
@@ -132,8 +136,7 @@ class FastLane:
         index = ChangeIndex(images)
         if not index:
             return []
-        with self._lock:
-            doomed = self._names.affected(index.affects)
+        doomed = self._names.affected(index.affects, index.categories)
         if not doomed:
             return []
         try:
@@ -147,5 +150,5 @@ class FastLane:
             return []
         metrics.FAST_LANE_DELETED.inc(done.deleted)
         with self._lock:
-            self._names.add(doomed)  # likely refilled under the same names: keep them known
+            self._deleted.update(doomed)  # likely refilled under the same names: keep them known
         return done.probes
