@@ -29,9 +29,6 @@ class Batch:
     last_commit: float = 0.0  # and of its last
     second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
     behind: bool = False  # published while the listener was behind: its warms wait
-    # (key, OBJECT subcommand, answer) of the keys the listener's fast lane deleted for this
-    # batch, probed before their UNLINK: the task refreshes the hot ones (tasks.refresh)
-    heat: tuple[tuple[str, str, int], ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs or self.flush)
@@ -51,7 +48,6 @@ class Batch:
             "gtid": self.gtid,
             "first_commit": self.first_commit,
             "last_commit": self.last_commit,
-            "heat": [list(probe) for probe in self.heat],
         }
 
     @classmethod
@@ -70,10 +66,6 @@ class Batch:
             gtid=str(data.get("gtid", "")),
             first_commit=float(data.get("first_commit", 0.0)),
             last_commit=float(data.get("last_commit", 0.0)),
-            heat=tuple(
-                (str(key), str(command), int(answer))
-                for key, command, answer in data.get("heat", ())
-            ),
         )
 
     @classmethod

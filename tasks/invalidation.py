@@ -35,7 +35,7 @@ from tasks.known_keys import known_for
 from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
-from tasks.sweep import Heat, SweepResult, delete_keys, sweep
+from tasks.sweep import SweepResult, delete_keys, sweep
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,6 @@ def run_invalidation(
             known.finish()
         early.add(result)  # the sweep's leases on hot keys are newer than the early ones
         result = early
-        if heat is not None and batch.heat:
-            _add_fast_lane_heat(result, heat, batch.heat)
         log.info(
             "%s %d of %d keys (%d leases revoked) for %d images (%d transactions)%s up to %s",
             "would invalidate" if dry_run else "invalidated",
@@ -128,19 +126,6 @@ def run_invalidation(
             warmed = set() if batch.behind else warm_keys
             refresh.schedule(rt, chosen, result.held, warmed=warmed)
     return result
-
-
-def _add_fast_lane_heat(
-    result: SweepResult, heat: Heat, probes: tuple[tuple[str, str, int], ...]
-) -> None:
-    """The keys the listener's fast lane deleted for the batch (worker.fast_lane) were hot
-    as this task's probe judges them: refresh them as if the sweep had deleted them."""
-    seen = {key for key, _answer in result.hot}
-    for key, command, answer in probes:
-        hot = answer <= heat.bound if command == "IDLETIME" else answer >= heat.bound
-        if command == heat.command and key not in seen and hot:
-            result.hot.append((key, answer))
-            seen.add(key)
 
 
 def queue_second_pass(rt: Runtime, batch: Batch) -> bool:

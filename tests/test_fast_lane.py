@@ -1,8 +1,9 @@
 """The listener's fast lane (worker.fast_lane): the known keys a change affects go as soon as
 the listener reads it, with no worker running at all; unaffected keys stay; leases on the
-deleted keys are revoked; the sweep still runs and completes the batch. And its pure parts:
-the snapshot of known names (core.known_keys) against a brute-force model, and the batch's
-heat probes on the wire."""
+deleted keys are revoked (with refresh on, the hot ones held for it, as the sweep does:
+tests/test_leases.py's refresh test fails when the fast lane deletes them plainly); the sweep
+still runs and completes the batch. And the snapshot of known names (core.known_keys)
+against a brute-force model."""
 
 from __future__ import annotations
 
@@ -15,10 +16,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.unlink import unlink_with_leases
+from adapters.leases import load_library
+from adapters.unlink import Hold, unlink_with_leases
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
-from core.batch import Batch
 from core.keys import KeyFormat, lease_key
 from core.known_keys import KnownNames, runs
 from core.predicate import ChangeIndex, ElementImage, category_listed
@@ -89,15 +90,6 @@ def test_carried_names_are_kept_a_snapshot_never_changes_and_too_many_keep_none(
     assert len(second) == 3
 
 
-def test_heat_probes_travel_with_the_batch() -> None:
-    batch = Batch.of(
-        [ElementImage("security", None, "required")],
-        heat=(("megamind:primer:primer:security:0.0:all:p:1", "IDLETIME", 3),),
-    )
-    assert Batch.from_json(batch.to_json()) == batch
-    assert Batch.from_json({"images": []}).heat == ()  # a batch from an older listener
-
-
 # ---- the delete against a real Redis ---------------------------------------------------------
 
 
@@ -109,21 +101,40 @@ def keys(redis_client: redis.Redis) -> Iterator[KeyFormat]:
     delete_prefix(redis_client, f"primer-cache:lease:{{{prefix}")
 
 
-def test_unlink_revokes_the_leases_and_probes_the_heat(
-    redis_client: redis.Redis, keys: KeyFormat
-) -> None:
+def test_unlink_revokes_the_leases(redis_client: redis.Redis, keys: KeyFormat) -> None:
     present, absent, spared = (keys.build(Query((c,))) for c in ("a", "b", "c"))
     for key in (present, spared):
         redis_client.set(key, b"v")
-    leases = [lease_key(key) for key in (present, absent, spared)]
-    for lease in leases:
+    lease_names = [lease_key(key) for key in (present, absent, spared)]
+    for lease in lease_names:
         assert lease is not None
-        redis_client.set(lease, b"token")
-    done = unlink_with_leases(redis_client, [present.encode(), absent.encode()], probe=True)
-    assert (done.deleted, done.leases_revoked) == (1, 2)
-    assert redis_client.exists(present, absent, leases[0], leases[1]) == 0
-    assert redis_client.exists(spared, leases[2]) == 2
-    assert [(key, command) for key, command, _ in done.probes] == [(present, "IDLETIME")]
+        redis_client.hset(lease, "token", "1")
+    done = unlink_with_leases(redis_client, [present.encode(), absent.encode()])
+    assert (done.deleted, done.leases_revoked, done.held) == (1, 2, [])
+    assert redis_client.exists(present, absent, *lease_names[:2]) == 0
+    assert redis_client.exists(spared, lease_names[2]) == 2
+
+
+def test_unlink_holding_hot_keys_as_the_sweep_does(
+    redis_client: redis.Redis, keys: KeyFormat
+) -> None:
+    """With refresh on: deleted and revoked in one step with taking the lease on the hot keys
+    (here: the one whose lease stood; bound -1 makes no idle time hot)."""
+    load_library(redis_client)
+    cold, leased = (keys.build(Query((c,))) for c in ("a", "b"))
+    redis_client.set(cold, b"v")
+    redis_client.set(leased, b"v")
+    lease = lease_key(leased)
+    assert lease is not None
+    redis_client.hset(lease, "token", "old")
+    done = unlink_with_leases(
+        redis_client, [cold.encode(), leased.encode()], hold=Hold("IDLETIME", -1, 2000)
+    )
+    assert (done.deleted, done.leases_revoked) == (2, 1)
+    ((key, answer, token),) = done.held
+    assert key == leased and answer >= 0 and token not in ("", "old")
+    assert redis_client.hget(lease, "token") == token.encode()  # readers are told busy
+    assert redis_client.exists(cold, leased, lease_key(cold) or "") == 0
 
 
 # ---- end to end: no worker ---------------------------------------------------------------------

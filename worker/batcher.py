@@ -110,7 +110,6 @@ class BatchBuilder:
         self.position: dict[str, Any] | None = None
         self.first_event_time = 0
         self.event_time = 0
-        self.heat: list[tuple[str, str, int]] = []  # the fast lane's probes (core.batch)
 
     @property
     def complete(self) -> bool:
@@ -145,7 +144,6 @@ class BatchBuilder:
             gtid=str((self.position or {}).get("gtid", "")),
             first_commit=float(self.first_event_time),
             last_commit=float(self.event_time),
-            heat=tuple(self.heat),
         )
         position, event_time = self.position, self.event_time
         self._reset()

@@ -6,7 +6,10 @@ for the broker, for a free worker process and, under load, for CPU the sweeps of
 batches hold. The fast lane skips all of that for the keys whose names it knows: the listener
 judges its snapshot of key names (core.known_keys, grouped by filter: one predicate call per
 distinct filter) against the change's images and UNLINKs the affected ones with their leases
-(adapters.unlink) in one round trip, right after reading the transaction. The snapshot comes
+(adapters.unlink) in one round trip, right after reading the transaction; with refresh on,
+through primer_cache_invalidate, holding the hot keys' leases as the sweep does (readers are
+told `busy`; the batch's sweep finds each held lease and takes it over for its refresh, or
+releases it). The snapshot comes
 from a background SCAN of the cache keys, repeated every RESCAN_MIN_S or, for large
 keyspaces, so that scanning takes at most 1/RESCAN_COST of the time; a keyspace above
 `listener.fast_lane_max_keys` names is not kept (the sweeps alone then).
@@ -28,7 +31,7 @@ from collections.abc import Iterable
 import redis
 
 from adapters.redis_client import connect_redis
-from adapters.unlink import unlink_with_leases
+from adapters.unlink import Hold, lfu_policy, unlink_with_leases
 from config import Settings
 from core.keys import KeyFormat
 from core.known_keys import KnownNames
@@ -43,13 +46,24 @@ RESCAN_COST = 20.0  # wait this many times a scan's duration before the next: <=
 RETRY_S = 5.0  # after a failed scan
 SCAN_COUNT = 1000
 LOG_EVERY_S = 60.0  # failed deletes are logged at most this often (counted always)
+POLICY_EVERY_S = 60.0  # the eviction policy (IDLETIME or FREQ tells a hot key) is read this often
+# How long a hot key's lease stays held for its refresh if the task never comes to fill or
+# release it (as tasks.sweep.HOLD_MS): readers are told `busy` meanwhile.
+HOLD_MS = 2_000
 
 
 class FastLane:
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.keys = KeyFormat(settings.key_prefix, settings.key_template)
         self.limit = settings.fast_lane_max_keys
-        self.probe = settings.refresh_max_keys > 0  # the task refreshes the hot keys it deletes
+        # With refresh on, hot keys are deleted holding their leases, as the sweep does.
+        self.refresh = settings.refresh_max_keys > 0
+        self._bounds = {
+            "IDLETIME": settings.refresh_idle_seconds,
+            "FREQ": settings.refresh_min_freq,
+        }
+        self._probe = "IDLETIME"  # or FREQ under an LFU policy, looked up by the scans
+        self._policy_at = float("-inf")
         # One client for the deletes (the listener's thread), one for the scans (their own):
         # a cluster client is not shared across threads here.
         self.redis = client or connect_redis(
@@ -99,6 +113,9 @@ class FastLane:
 
     def scan(self) -> None:
         """One complete SCAN of the cache keys, the snapshot's next generation."""
+        if self.refresh and time.monotonic() - self._policy_at >= POLICY_EVERY_S:
+            self._probe = "FREQ" if lfu_policy(self._scanner) else "IDLETIME"
+            self._policy_at = time.monotonic()
         with self._lock:
             deleted, self._deleted = self._deleted, set()
         found: list[bytes] = []
@@ -130,25 +147,27 @@ class FastLane:
 
     # ---- the delete ---------------------------------------------------------------------
 
-    def delete(self, images: Iterable[ElementImage]) -> list[tuple[str, str, int]]:
-        """UNLINK the known keys `images` affect, with their leases; return the heat probes
-        of the keys deleted (for the batch, core.batch), none when refresh is off."""
+    def delete(self, images: Iterable[ElementImage]) -> int:
+        """Delete the known keys `images` affect and revoke their leases; with refresh on, take
+        the leases of the hot ones as the sweep does (the batch's sweep finds each held lease,
+        a lease that stood, and takes it over for the refresh). Returns how many were deleted."""
         index = ChangeIndex(images)
         if not index:
-            return []
+            return 0
         doomed = self._names.affected(index.affects, index.categories)
         if not doomed:
-            return []
+            return 0
         try:
-            done = unlink_with_leases(self.redis, doomed, probe=self.probe)
+            hold = Hold(self._probe, self._bounds[self._probe], HOLD_MS) if self.refresh else None
+            done = unlink_with_leases(self.redis, doomed, hold=hold)
         except redis.RedisError as exc:
             metrics.FAST_LANE_ERRORS.inc()
             now = time.monotonic()
             if now - self._logged_at >= LOG_EVERY_S:
                 self._logged_at = now
                 log.warning("fast lane: delete failed (%s); the sweep deletes the keys", exc)
-            return []
+            return 0
         metrics.FAST_LANE_DELETED.inc(done.deleted)
         with self._lock:
             self._deleted.update(doomed)  # likely refilled under the same names: keep them known
-        return done.probes
+        return done.deleted

@@ -315,7 +315,7 @@ class Listener:
             # While the workers are behind, the batch goes on growing (its images are a set).
             if builder.has_work and ledger.full:
                 continue
-            if fast_images:  # before its batch goes: the probes travel with it
+            if fast_images:  # before its batch goes
                 self._fast_lane(fast_images, pacer, builder, now)
             metrics.TRANSACTIONS.inc(builder.transactions)
             behind = pacer.behind(now, wall, readable)
@@ -348,7 +348,7 @@ class Listener:
         sweeps alone: latency is spent, throughput needs the CPU); empties `images`."""
         assert self.fast_lane is not None
         if not builder.flush_reason and not pacer.behind(now, time.time(), readable=False):
-            builder.heat.extend(self.fast_lane.delete(images))
+            self.fast_lane.delete(images)
         images.clear()
 
     @staticmethod
