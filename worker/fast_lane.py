@@ -53,7 +53,7 @@ HOLD_MS = 2_000
 
 
 class FastLane:
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+    def __init__(self, settings: Settings) -> None:
         self.keys = KeyFormat(settings.key_prefix, settings.key_template)
         self.limit = settings.fast_lane_max_keys
         # With refresh on, hot keys are deleted holding their leases, as the sweep does.
@@ -66,10 +66,8 @@ class FastLane:
         self._policy_at = float("-inf")
         # One client for the deletes (the listener's thread), one for the scans (their own):
         # a cluster client is not shared across threads here.
-        self.redis = client or connect_redis(
-            settings.redis_url, socket_timeout=5, socket_connect_timeout=5
-        )
-        self._scanner = client or connect_redis(
+        self.redis = connect_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self._scanner = connect_redis(
             settings.redis_url, socket_timeout=10, socket_connect_timeout=5
         )
         # The snapshot: replaced whole by each scan (never changed once built), so the
@@ -122,7 +120,7 @@ class FastLane:
         for raw in self._scanner.scan_iter(match=self.keys.scan_pattern(), count=SCAN_COUNT):
             found.append(raw)
             if len(found) > self.limit:
-                break  # too many to keep: rebuild() keeps none
+                break  # too many to keep: rebuilt() keeps none
         with self._lock:
             deleted |= self._deleted
         self._names = names = self._names.rebuilt(found, deleted)
