@@ -6,7 +6,7 @@ budget, go to the `refresh` task. It groups them by filter (keys that differ onl
 limit share one), runs one SELECT per group with the largest limit, and writes each key's
 response through the lease guard (a lease taken before the SELECT, the value written by
 primer_cache_fill), so a refresh that read before a later commit is refused like any fill.
-The sweep already took a lease on each hot key it deleted (tasks.sweep.HOLD_MS), so readers
+The sweep already took a lease on each hot key it deleted (adapters.unlink.HOLD_MS), so readers
 wait (`busy`) for the refresh rather than each missing; the hot keys beyond the budget are
 released at once.
 """
@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from kombu.exceptions import OperationalError as BrokerError
 
 from adapters import leases
+from adapters.unlink import Heat, heat_of, lfu_policy
 from config.query import Query
 from core.response import build_response, encode
 from tasks import metrics
@@ -32,7 +32,7 @@ from tasks.app import REFRESH_TASK, app, queue_name, send
 from tasks.primer_query import fetch_rows
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
-from tasks.sweep import Heat, SweepResult
+from tasks.sweep import SweepResult
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,9 @@ LEASE_MS = 10_000
 
 def heat_probe(rt: Runtime) -> Heat | None:
     """The probe for this Redis's eviction policy; None when refresh is off."""
-    settings = rt.settings
-    if settings.refresh_max_keys <= 0:
+    if rt.settings.refresh_max_keys <= 0:
         return None
-    if _lfu(rt):
-        return Heat("FREQ", settings.refresh_min_freq)
-    return Heat("IDLETIME", settings.refresh_idle_seconds)
+    return heat_of(rt.settings, _lfu(rt))
 
 
 # The eviction policy, looked up at most this often per cache Redis: not a CONFIG GET on
@@ -62,11 +59,7 @@ def _lfu(rt: Runtime) -> bool:
     cached = _policies.get(url)
     if cached is not None and now - cached[0] < _POLICY_TTL_S:
         return cached[1]
-    try:
-        policy = rt.redis.config_get("maxmemory-policy").get("maxmemory-policy", "")
-    except redis.ResponseError:  # CONFIG disabled (managed Redis): assume LRU-style idle time
-        policy = ""
-    lfu = "lfu" in str(policy)
+    lfu = lfu_policy(rt.redis)
     _policies[url] = (now, lfu)
     return lfu
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -34,16 +33,14 @@ from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
-from redis.crc import key_slot
 
-from adapters import leases
 from adapters.redis_client import is_cluster
-from core.keys import KeyFilter, KeyFormat, lease_key
+from adapters.unlink import UNLINK_BATCH, Heat, unlink_with_leases
+from core.keys import KeyFilter, KeyFormat
 
 log = logging.getLogger(__name__)
 
 SCAN_COUNT = 1000
-UNLINK_BATCH = 500
 # A cluster node's doomed keys spread over its ~5,461 slots, one UNLINK per slot: collecting
 # more of them per round trip puts several keys in each UNLINK.
 SLOT_GROUPED_BATCH = 10_000
@@ -58,24 +55,10 @@ NODE_FAULTS = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ReadOnlyError,
 )
-# How long a hot key's lease taken at its deletion makes readers wait for its refresh: the
-# refresh takes its own lease before its SELECT, and releases what it will not fill; this only
-# bounds the wait if the worker dies between the two.
-HOLD_MS = 2_000
 MAX_ROUNDS = 10  # topology still moving after this many re-scans: fail, the task is retried
 TOPOLOGY_WAIT = 30.0  # how long to wait for the cluster to agree on its slots again
 
 NodeSweep = Callable[[redis.Redis], "SweepResult"]
-
-
-@dataclass(frozen=True)
-class Heat:
-    """How to tell a recently read key: OBJECT `command` ("IDLETIME" or "FREQ") and the
-    `bound` that makes it hot (idle at most `bound` seconds; or an LFU counter at least
-    `bound`)."""
-
-    command: str
-    bound: int
 
 
 @dataclass
@@ -112,6 +95,7 @@ class SweepResult:
 class _Doomed:
     cache: list[bytes] = field(default_factory=list)
     leases: list[bytes] = field(default_factory=list)
+    scanned: bool = False  # `leases` are those SCAN found (else every cache key's is revoked)
 
     def __len__(self) -> int:
         return len(self.cache) + len(self.leases)
@@ -162,7 +146,7 @@ def _sweep_node(
     `by_slot`). A node demoted or gone meanwhile answers MOVED or not at all: the sweep then
     scans its slots again from their new primary (_sweep_cluster)."""
     result = SweepResult()
-    pending = _Doomed()
+    pending = _Doomed(scanned=True)
     judge = keys.judge(doomed)  # one memo per thread
     head = keys.head
     pattern = keys.sweep_pattern()
@@ -192,7 +176,7 @@ def _sweep_node(
             cursor == 0 and pending
         ):
             _delete(node, by_slot, pending, result, dry_run, heat)
-            pending = _Doomed()
+            pending = _Doomed(scanned=True)
         if cursor == 0:
             return result
 
@@ -201,15 +185,9 @@ def delete_keys(
     client: redis.Redis, cache_keys: list[bytes], heat: Heat | None = None
 ) -> SweepResult:
     """Delete the given cache keys and revoke their leases, as a sweep does with the keys it
-    finds doomed (heat probed first, for refresh)."""
+    finds doomed (holding the hot ones, with a Heat probe)."""
     result = SweepResult()
-    for start in range(0, len(cache_keys), UNLINK_BATCH):
-        part = _Doomed(cache=cache_keys[start : start + UNLINK_BATCH])
-        for raw in part.cache:
-            lease = lease_key(_text(raw))
-            if lease is not None:
-                part.leases.append(lease.encode("utf-8", "surrogateescape"))
-        _delete(client, is_cluster(client), part, result, False, heat)
+    _delete(client, is_cluster(client), _Doomed(cache=cache_keys), result, False, heat)
     return result
 
 
@@ -226,56 +204,18 @@ def _delete(
         result.deleted += len(doomed.cache)
         result.leases_revoked += len(doomed.leases)
         return
-    if heat is not None:
-        _delete_holding_hot(client, by_slot, doomed, result, heat)
-        return
-    pipe = client.pipeline(transaction=False)
-    # Leases first: a fill between the two UNLINKs is refused, one before is deleted after.
-    lease_groups = _unlink_groups(doomed.leases, by_slot=by_slot)
-    for group in [*lease_groups, *_unlink_groups(doomed.cache, by_slot=by_slot)]:
-        pipe.execute_command("UNLINK", *group)
-    counts = [_count(reply) for reply in pipe.execute(raise_on_error=False)]
-    result.leases_revoked += sum(counts[: len(lease_groups)])
-    result.deleted += sum(counts[len(lease_groups) :])
-
-
-def _delete_holding_hot(
-    client: redis.Redis, by_slot: bool, doomed: _Doomed, result: SweepResult, heat: Heat
-) -> None:
-    """Delete the keys and revoke their leases through primer_cache_invalidate, which takes
-    the lease on each hot one in the same step (no gap in which a reader misses it). A key
-    whose lease stood is hot whether or not it was present (a reader's miss, or a refresh,
-    was in progress; or it was filled lately): as hot as a key can be."""
-    hottest = 0 if heat.command == "IDLETIME" else 255
-    cache = list(dict.fromkeys(doomed.cache))  # a key found itself and through its lease
-    groups = _unlink_groups(cache, by_slot=by_slot)
-    for raw, done in leases.invalidate(client, groups, heat.command, heat.bound, HOLD_MS):
-        result.deleted += done.deleted
-        result.leases_revoked += done.revoked
-        if done.token:
-            key = _text(raw)
-            result.hot.append((key, done.answer if done.answer >= 0 else hottest))
-            result.held[key] = done.token
-
-
-def _count(reply: object) -> int:
-    if isinstance(reply, Exception):
-        raise reply
-    return int(reply)  # type: ignore[call-overload]
-
-
-def _unlink_groups(batch: list[bytes], *, by_slot: bool) -> list[list[bytes]]:
-    """UNLINK argument lists of at most UNLINK_BATCH keys; on a cluster, one slot each."""
-    if not by_slot:
-        return [batch[i : i + UNLINK_BATCH] for i in range(0, len(batch), UNLINK_BATCH)]
-    slots: dict[int, list[bytes]] = defaultdict(list)
-    for raw in batch:
-        slots[key_slot(raw)].append(raw)
-    return [
-        group[i : i + UNLINK_BATCH]
-        for group in slots.values()
-        for i in range(0, len(group), UNLINK_BATCH)
-    ]
+    done = unlink_with_leases(
+        client,
+        doomed.cache,
+        lease_names=doomed.leases if doomed.scanned else None,
+        by_slot=by_slot,
+        heat=heat,
+    )
+    result.deleted += done.deleted
+    result.leases_revoked += done.leases_revoked
+    for key, answer, token in done.held:
+        result.hot.append((key, answer))
+        result.held[key] = token
 
 
 # ---- Redis Cluster ------------------------------------------------------------------------------

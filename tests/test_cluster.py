@@ -15,10 +15,11 @@ from hypothesis import strategies as st
 from redis.crc import key_slot
 
 from adapters.redis_client import connect_redis
+from adapters.unlink import UNLINK_BATCH, unlink_groups
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, checkpoint_key, leader_key
-from tasks.sweep import UNLINK_BATCH, _unlink_groups, sweep
+from tasks.sweep import sweep
 from tests.services import delete_prefix, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.test_pipeline import test_category_move_hits_old_and_new as category_move
@@ -87,7 +88,7 @@ def test_status_reads_the_cluster(cluster_sidecar: Sidecar) -> None:
 
 @given(st.lists(st.binary(min_size=1, max_size=12), max_size=1500))
 def test_unlink_groups_stay_in_one_slot(raw: list[bytes]) -> None:
-    groups = _unlink_groups(list(raw), by_slot=True)
+    groups = unlink_groups(list(raw), by_slot=True)
     assert sorted(k for group in groups for k in group) == sorted(raw)
     for group in groups:
         assert 0 < len(group) <= UNLINK_BATCH

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from adapters.leases import load_library
-from adapters.unlink import Hold, unlink_with_leases
+from adapters.unlink import Heat, unlink_with_leases
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key
@@ -128,7 +128,7 @@ def test_unlink_holding_hot_keys_as_the_sweep_does(
     assert lease is not None
     redis_client.hset(lease, "token", "old")
     done = unlink_with_leases(
-        redis_client, [cold.encode(), leased.encode()], hold=Hold("IDLETIME", -1, 2000)
+        redis_client, [cold.encode(), leased.encode()], heat=Heat("IDLETIME", -1)
     )
     assert (done.deleted, done.leases_revoked) == (2, 1)
     ((key, answer, token),) = done.held

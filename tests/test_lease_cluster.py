@@ -12,11 +12,12 @@ from redis.cluster import RedisCluster
 import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
 from adapters import leases
 from adapters.lease_library import LIBRARY_NAME
+from adapters.unlink import Heat
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key
 from core.predicate import ChangeIndex, ElementImage
-from tasks.sweep import Heat, delete_keys, sweep
+from tasks.sweep import delete_keys, sweep
 from tests.services import unique
 
 LEASE_MS = 10_000

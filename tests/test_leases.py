@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
 from adapters import leases
 from adapters.lease_library import FILLED_GRACE_MS, LIBRARY_NAME
+from adapters.unlink import Heat
 from config.query import Query
 from core.batch import Batch
 from core.keys import lease_key
@@ -29,7 +30,7 @@ from tasks.invalidation import run_invalidation
 from tasks.primer_query import fresh_response
 from tasks.refresh import heat_probe, refresh_keys, schedule
 from tasks.runtime import Runtime
-from tasks.sweep import Heat, sweep
+from tasks.sweep import sweep
 from tests.private_servers import private_redis
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated

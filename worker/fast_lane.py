@@ -31,7 +31,7 @@ from collections.abc import Iterable
 import redis
 
 from adapters.redis_client import connect_redis
-from adapters.unlink import Hold, lfu_policy, unlink_with_leases
+from adapters.unlink import Heat, heat_of, lfu_policy, unlink_with_leases
 from config import Settings
 from core.keys import KeyFormat
 from core.known_keys import KnownNames
@@ -47,9 +47,6 @@ RETRY_S = 5.0  # after a failed scan
 SCAN_COUNT = 1000
 LOG_EVERY_S = 60.0  # failed deletes are logged at most this often (counted always)
 POLICY_EVERY_S = 60.0  # the eviction policy (IDLETIME or FREQ tells a hot key) is read this often
-# How long a hot key's lease stays held for its refresh if the task never comes to fill or
-# release it (as tasks.sweep.HOLD_MS): readers are told `busy` meanwhile.
-HOLD_MS = 2_000
 
 
 class FastLane:
@@ -57,12 +54,10 @@ class FastLane:
         self.keys = KeyFormat(settings.key_prefix, settings.key_template)
         self.limit = settings.fast_lane_max_keys
         # With refresh on, hot keys are deleted holding their leases, as the sweep does.
-        self.refresh = settings.refresh_max_keys > 0
-        self._bounds = {
-            "IDLETIME": settings.refresh_idle_seconds,
-            "FREQ": settings.refresh_min_freq,
-        }
-        self._probe = "IDLETIME"  # or FREQ under an LFU policy, looked up by the scans
+        self.settings = settings
+        # With refresh on, hot keys are deleted holding their leases, as the sweep does; the
+        # scans look up the eviction policy (IDLETIME or FREQ tells a hot key).
+        self.heat: Heat | None = heat_of(settings, lfu=False)
         self._policy_at = float("-inf")
         # One client for the deletes (the listener's thread), one for the scans (their own):
         # a cluster client is not shared across threads here.
@@ -111,8 +106,8 @@ class FastLane:
 
     def scan(self) -> None:
         """One complete SCAN of the cache keys, the snapshot's next generation."""
-        if self.refresh and time.monotonic() - self._policy_at >= POLICY_EVERY_S:
-            self._probe = "FREQ" if lfu_policy(self._scanner) else "IDLETIME"
+        if self.heat is not None and time.monotonic() - self._policy_at >= POLICY_EVERY_S:
+            self.heat = heat_of(self.settings, lfu_policy(self._scanner))
             self._policy_at = time.monotonic()
         with self._lock:
             deleted, self._deleted = self._deleted, set()
@@ -156,8 +151,7 @@ class FastLane:
         if not doomed:
             return 0
         try:
-            hold = Hold(self._probe, self._bounds[self._probe], HOLD_MS) if self.refresh else None
-            done = unlink_with_leases(self.redis, doomed, hold=hold)
+            done = unlink_with_leases(self.redis, doomed, heat=self.heat)
         except redis.RedisError as exc:
             metrics.FAST_LANE_ERRORS.inc()
             now = time.monotonic()
