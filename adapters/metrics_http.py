@@ -34,7 +34,13 @@ def serve(
         def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path in ("/", "/metrics"):
-                self._reply(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                try:
+                    body = generate_latest(registry)
+                except Exception as exc:  # an answer, not a dropped connection: a failed scrape
+                    log.warning("collecting the metrics failed: %r", exc)
+                    self._reply(500, f"collecting the metrics failed: {exc!r}\n".encode())
+                    return
+                self._reply(200, body, CONTENT_TYPE_LATEST)
             elif path == "/healthz":
                 try:
                     problem = health()

@@ -12,12 +12,15 @@ this package to publish) serves them by accident.
 
 from __future__ import annotations
 
+import glob
 import logging
 import os
 import time
+from collections.abc import Iterable
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.metrics_core import Metric
 
 from adapters import metrics_http
 from adapters.stats import stats_key as stats_key  # status reads the hash here
@@ -195,12 +198,29 @@ def record_end_to_end(first_commit: float, now: float | None = None) -> None:
 # ---- serving (the Celery main process) ---------------------------------------------------------
 
 
+class ReadableFilesCollector(multiprocess.MultiProcessCollector):
+    """The multiprocess collector, minus the files that hold nothing yet. A process creates
+    its file and sizes it only afterwards: a scrape in between, or a child SIGKILLed in
+    between (its empty file then stays), would fail the whole scrape, every metric of every
+    process with it (prometheus/client_python#1199)."""
+
+    def collect(self) -> Iterable[Metric]:
+        files = []
+        for path in glob.glob(os.path.join(self._path, "*.db")):
+            try:
+                if os.path.getsize(path) > 0:
+                    files.append(path)
+            except OSError:  # removed since the glob (a dead child's live gauges)
+                continue
+        return self.merge(files, accumulate=True)
+
+
 def serving_registry() -> CollectorRegistry:
     """What the endpoint serves: every process's files in multiprocess mode, else this
     process's own registry (a worker with the solo pool, say)."""
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        ReadableFilesCollector(registry)
         return registry
     return REGISTRY
 
