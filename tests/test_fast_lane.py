@@ -20,7 +20,7 @@ from adapters.leases import load_library
 from adapters.unlink import Heat, unlink_with_leases
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
-from core.keys import KeyFormat, lease_key
+from core.keys import KeyFormat, leader_key, lease_key
 from core.known_keys import KnownNames, runs
 from core.predicate import ChangeIndex, ElementImage, category_listed
 from tests.services import delete_prefix, unique, wait_for
@@ -210,3 +210,24 @@ def test_with_the_fast_lane_off_nothing_goes_before_the_sweep(
         car.start_worker()
         car.sync()
         assert car.redis.exists(hit) == 0
+
+
+def test_a_listener_that_loses_the_lead_stops_scanning_and_resumes_when_it_leads_again(
+    car: Sidecar,
+) -> None:
+    """Another listener takes the lock (as after this one stalled): this one stands by, and its
+    fast lane with it (no background SCAN on a standby); once the lock is free again it leads,
+    and scans again."""
+    car.start_listener()
+    _scanned(car)
+    lock = leader_key(car.state_prefix)
+    car.redis.set(lock, b"another-listener", px=60_000)  # the lead taken over
+    assert car.listener is not None
+    wait_for(
+        lambda: car.listener is not None and "fast lane: standing by" in car.listener.output(),
+        timeout=30,
+        what="the fast lane to stand by",
+    )
+    scans = car.listener.output().count(SCANNED)
+    car.redis.delete(lock)  # the other listener is gone: this one leads again
+    _scanned(car, after=scans)

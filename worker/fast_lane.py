@@ -71,27 +71,45 @@ class FastLane:
         self._deleted: set[bytes] = set()  # deleted since the scan began: kept known
         self._lock = threading.Lock()  # guards _deleted only
         self._stopping = threading.Event()
+        self._active = threading.Event()  # set while this listener leads
+        self.standing_by = threading.Event()  # set once the scans have paused
         self._thread: threading.Thread | None = None
         self._logged_at = float("-inf")
         self.scans = 0  # complete scans so far
         self._over = False  # the last scan found more than `limit` names
+        self._announce = True
 
     # ---- the snapshot -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the background scans (once)."""
+        """Scan in the background (a leader's: the thread starts once, and resumes after
+        pause())."""
+        self.standing_by.clear()
+        self._announce = True  # the first scan of a lead says what it knows
+        self._active.set()
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fast-lane", daemon=True)
             self._thread.start()
 
+    def pause(self) -> None:
+        """The lead is lost: no scans while standing by (start() resumes them)."""
+        self._active.clear()
+
     def stop(self) -> None:
         self._stopping.set()
+        self._active.set()  # wake a paused thread, to end
         if self._thread is not None:
             self._thread.join(10)
 
     def _run(self) -> None:
         delay = 0.0
         while not self._stopping.wait(delay):
+            if not self._active.is_set():
+                log.info("fast lane: standing by (this listener does not lead)")
+                self.standing_by.set()
+                self._active.wait()
+                delay = 0.0
+                continue
             started = time.monotonic()
             try:
                 self.scan()
@@ -122,7 +140,8 @@ class FastLane:
         known = len(names)
         metrics.FAST_LANE_KNOWN.set(known)
         over = len(found) > self.limit
-        if self.scans == 0 or over != self._over:
+        if self._announce or over != self._over:
+            self._announce = False
             if over:
                 log.warning(
                     "fast lane: more than %d key names under %r (listener.fast_lane_max_keys): "

@@ -150,6 +150,8 @@ class Listener:
             log.warning("%s: %s; standing by", self.name, exc)
         finally:
             metrics.FRESHNESS.lead(False)
+            if self.fast_lane is not None:
+                self.fast_lane.pause()  # a standby never scans
 
     def _wait_for_leadership(self) -> bool:
         announced = False
