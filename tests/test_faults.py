@@ -403,6 +403,8 @@ def test_a_batch_that_fails_falls_back_to_a_flush(
         assert worker is not None
         assert "FLUSHING every primer key instead" in worker.output()
         assert "ERROR" in worker.output()
+        # counted once the flush has run, a moment after the keys are gone
+        wait_for(lambda: "fallback_flushes" in stats(car), timeout=30, what="the flush counted")
         counts = stats(car)
         assert counts["fallback_flushes"] == 1 and counts["fallback_flushes:InvalidOperation"] == 1
         done = car.redis.hget(f"{car.state_prefix}completion:x.1", "d1")
