@@ -181,6 +181,7 @@ start_redis() {
     return
   fi
   mkdir -p "$REDIS_DIR"
+  rm -f "$REDIS_DIR/dump.rdb"  # it keeps nothing from an earlier start
   REDIS_PORT="$(free_port)"
   echo "$REDIS_PORT" >"$REDIS_DIR/port"
   redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
@@ -224,7 +225,9 @@ start_cluster_node() {
   mkdir -p "$dir"
   port="$(free_cluster_port)"
   echo "$port" >"$dir/port"
-  rm -f "$dir/nodes.conf"  # a fresh cluster each start: ports change, old topology is stale
+  # A fresh cluster each start: ports change, the old topology is stale, and a node that was a
+  # replica kept the data its primary sent it (dump.rdb): loaded again, it would refuse to join.
+  rm -f "$dir/nodes.conf" "$dir/dump.rdb"
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no \
     --cluster-enabled yes --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 2000 \
     --dir "$dir" --pidfile "$dir/pid" --logfile "$dir/redis.log" \
@@ -302,6 +305,7 @@ start_redis_tls() {
     return
   fi
   make_tls_certs
+  rm -f "$TLS_DIR/dump.rdb"  # it keeps nothing from an earlier start
   TLS_PORT="$(free_port)"
   echo "$TLS_PORT" >"$TLS_DIR/port"
   # TLS only (port 0: no plaintext listener); clients need not present a certificate.
