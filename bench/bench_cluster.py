@@ -21,10 +21,9 @@ from typing import Any
 
 from adapters.redis_client import connect_redis
 from bench.bench_pipeline import measure_latency, pct, populate, sidecar_running
-from config.mysql import MySQLSettings
 from core.predicate import ChangeIndex, ElementImage
 from tasks.sweep import sweep
-from tests.services import service_env
+from tests.services import mysql_settings, service_env
 
 
 def run_target(
@@ -67,10 +66,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=20)
     args = parser.parse_args()
     env = service_env()
-    problems: list[str] = []
-    settings = MySQLSettings.from_url(env["PRIMER_MYSQL_URL"], problems)
-    assert settings is not None, problems
-    mysql = settings.connect_kwargs()
+    mysql = mysql_settings(env).connect_kwargs()
     print(f"## single Redis node against the 3-primary cluster, {args.keys:,} keys each")
     with TemporaryDirectory() as tmp:
         single = run_target("single", env, mysql, args.keys, args.samples, Path(tmp))

@@ -43,9 +43,8 @@ from bench.bench_warming import (
     read_through,
     seed_keys_present,
 )
-from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
-from tests.services import service_env, wait_for
+from tests.services import mysql_settings, service_env, wait_for
 from tests.warm_fixtures import CATEGORIES, LEVELS, seed_elements
 
 LEASE_MS = 2_000
@@ -181,10 +180,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     base = service_env()
-    problems: list[str] = []
-    parsed = MySQLSettings.from_url(base["PRIMER_MYSQL_URL"], problems)
-    assert parsed is not None, problems
-    mysql = parsed.connect_kwargs()
+    mysql = mysql_settings(base).connect_kwargs()
     results: dict[str, ReadStats] = {}
     with TemporaryDirectory(prefix="bench-leases-") as tmp:
         for mode in args.modes:

@@ -31,7 +31,7 @@ from bench.bench_pipeline import bare_reader_seconds, gtid_pos, sidecar_running
 from config.mysql import MySQLSettings
 from config.query import Query
 from tests.binlog_rows import bitmap, encode_image, synthetic_event
-from tests.services import service_env, wait_for
+from tests.services import mysql_settings, service_env, wait_for
 from tests.sidecar import Sidecar
 from tests.test_rowdecode import CHUNKS, PRODUCTION_KEYS
 from worker.rowdecode import RowDecoder
@@ -58,9 +58,7 @@ def seed_chunks(car: Sidecar, n: int) -> list[str]:
 
 
 def settings_of(car: Sidecar) -> MySQLSettings:
-    settings = MySQLSettings.from_url(car.env["PRIMER_MYSQL_URL"], [])
-    assert settings is not None
-    return settings
+    return mysql_settings(car.env)
 
 
 def last_change(car: Sidecar, label: str) -> str:
@@ -206,8 +204,7 @@ def main() -> None:
     if not parts & {"noise", "stall"}:
         return
     env = service_env()
-    settings = MySQLSettings.from_url(env["PRIMER_MYSQL_URL"], [])
-    assert settings is not None
+    settings = mysql_settings(env)
     client = redis.Redis.from_url(env["PRIMER_REDIS_URL"])
     # A lock TTL longer than the stall: SIGSTOP must be a stall, not a lost lead.
     with (

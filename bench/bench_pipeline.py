@@ -35,7 +35,7 @@ from config.mysql import MySQLSettings
 from config.query import Query
 from core.predicate import ChangeIndex, ElementImage
 from tasks.sweep import sweep
-from tests.services import connect, service_env, wait_for
+from tests.services import connect, mysql_settings, service_env, wait_for
 from tests.sidecar import Sidecar, isolated
 
 CATEGORIES = [f"cat{i:02d}" for i in range(20)]
@@ -200,8 +200,7 @@ def bench_catch_up(car: Sidecar, commits: int) -> None:
     (key,) = car.plant(Query(("latency",)))
     car.execute("UPDATE megamind_chunks SET content = 'last' WHERE chunk_id = 'lat'")
     end = gtid_pos(car.conn)
-    settings = MySQLSettings.from_url(car.env["PRIMER_MYSQL_URL"], [])
-    assert settings is not None
+    settings = mysql_settings(car.env)
     base_s, rows = bare_reader_seconds(settings, start, end, car.database)
     sweeps_before = sweeps_done(car)
     listener = car.start_listener_standby()
@@ -325,10 +324,7 @@ def main() -> None:
     args = parser.parse_args()
     parts = set(args.only or ["latency", "catch-up", "sweep"])
     env = service_env()
-    problems: list[str] = []
-    settings = MySQLSettings.from_url(env["PRIMER_MYSQL_URL"], problems)
-    assert settings is not None, problems
-    mysql = settings.connect_kwargs()
+    mysql = mysql_settings(env).connect_kwargs()
     client = redis.Redis.from_url(env["PRIMER_REDIS_URL"])
     with TemporaryDirectory() as tmp:
         if parts & {"latency", "catch-up"}:

@@ -36,8 +36,7 @@ from bench.bench_warming import (
     read_through,
     seed_keys_present,
 )
-from config.mysql import MySQLSettings
-from tests.services import connect, service_env, wait_for
+from tests.services import connect, mysql_settings, service_env, wait_for
 from tests.warm_fixtures import WarmEnv, seed_elements
 
 LAG_S = 1.5
@@ -141,12 +140,8 @@ def _counts(env: WarmEnv) -> dict[str, int]:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     base = service_env()
-    problems: list[str] = []
-    primary = MySQLSettings.from_url(base["PRIMER_MYSQL_URL"], problems)
-    replica = MySQLSettings.from_url(
-        base.get("PRIMER_REPLICA_URL", ""), problems, "PRIMER_REPLICA_URL"
-    )
-    assert primary is not None and replica is not None, problems
+    primary = mysql_settings(base)
+    replica = mysql_settings(base, "PRIMER_REPLICA_URL")
     results = {}
     latency = {}
     with TemporaryDirectory(prefix="bench-replicas-") as tmp:

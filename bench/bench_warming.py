@@ -30,10 +30,9 @@ from typing import Any
 
 import redis
 
-from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
 from core.response import build_response, comparable, decode, encode
-from tests.services import connect, service_env, wait_for
+from tests.services import connect, mysql_settings, service_env, wait_for
 from tests.warm_fixtures import WarmEnv, seed_elements, warm_env
 
 READ_PATTERNS = (
@@ -337,10 +336,7 @@ def seed_keys_present(env: WarmEnv) -> bool:
 def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     base = service_env()
-    problems: list[str] = []
-    parsed = MySQLSettings.from_url(base["PRIMER_MYSQL_URL"], problems)
-    assert parsed is not None, problems
-    mysql = parsed.connect_kwargs()
+    mysql = mysql_settings(base).connect_kwargs()
     results: dict[str, Any] = {}
     with TemporaryDirectory(prefix="bench-warming-") as tmp:
         workdir = Path(tmp)

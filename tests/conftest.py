@@ -12,8 +12,7 @@ import pymysql
 import pytest
 import redis
 
-from config.mysql import MySQLSettings
-from tests.services import connect, scratch_database, service_env
+from tests.services import connect, mysql_settings, scratch_database, service_env
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -54,10 +53,7 @@ def amqp_url(services: dict[str, str]) -> str:
 
 @pytest.fixture(scope="session")
 def mysql_params(services: dict[str, str]) -> dict[str, Any]:
-    problems: list[str] = []
-    parsed = MySQLSettings.from_url(services["PRIMER_MYSQL_URL"], problems)
-    assert parsed is not None, problems
-    return parsed.connect_kwargs()
+    return mysql_settings(services).connect_kwargs()
 
 
 @pytest.fixture(scope="session")
@@ -76,9 +72,7 @@ def replica_params(services: dict[str, str]) -> dict[str, Any]:
     url = services.get("PRIMER_REPLICA_URL")
     if not url:
         _unavailable("PRIMER_REPLICA_URL is not set (scripts/services.sh starts the replica)")
-    problems: list[str] = []
-    parsed = MySQLSettings.from_url(url, problems, "PRIMER_REPLICA_URL", need_database=False)
-    assert parsed is not None, problems
+    parsed = mysql_settings(services, "PRIMER_REPLICA_URL", need_database=False)
     try:
         connect(parsed.connect_kwargs()).close()
     except pymysql.err.OperationalError as exc:

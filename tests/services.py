@@ -20,6 +20,8 @@ from typing import Any
 import pymysql
 import redis
 
+from config.mysql import MySQLSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".run" / "services.env"
 SCHEMA = ROOT / "sql" / "schema.sql"
@@ -34,6 +36,17 @@ def service_env() -> dict[str, str]:
             name, _, value = line.partition("=")
             env.setdefault(name.strip(), value.strip())
     return env
+
+
+def mysql_settings(
+    env: dict[str, str], name: str = "PRIMER_MYSQL_URL", *, need_database: bool = True
+) -> MySQLSettings:
+    """The MySQL settings in `env[name]` (a service URL); an AssertionError naming what is
+    wrong with it."""
+    problems: list[str] = []
+    parsed = MySQLSettings.from_url(env.get(name, ""), problems, name, need_database=need_database)
+    assert parsed is not None, problems
+    return parsed
 
 
 def wait_for(
