@@ -82,14 +82,8 @@ def load_library(client: redis.Redis) -> None:
 
 
 def _fcall(client: redis.Redis, name: str, key: str | bytes, *args: Any) -> Any:
-    try:
-        return client.fcall(name, 1, key, *args)
-    except redis.ResponseError as exc:
-        if "Function not found" not in str(exc):
-            raise
-    log.warning("function %s is not loaded on this Redis: loading the library again", name)
-    load_library(client)
-    return client.fcall(name, 1, key, *args)
+    """FCALL `name` on one key (loading the library again if the Redis lost it)."""
+    return _fcall_each(client, name, [([key], list(args))])[0]
 
 
 def _fcall_each(
@@ -122,11 +116,8 @@ def hold(client: redis.Redis, keys: list[str], lease_ms: int) -> dict[str, str]:
     if not keys:
         return {}
     replies = _fcall_each(client, WARM_LEASE, [([key], [lease_ms]) for key in keys])
-    return {
-        key: _bytes(payload).decode()
-        for key, (kind, payload) in zip(keys, replies, strict=True)
-        if _text(kind) == "lease"
-    }
+    tokens = {key: _token(reply) for key, reply in zip(keys, replies, strict=True)}
+    return {key: token for key, token in tokens.items() if token is not None}
 
 
 def release(client: redis.Redis, held: dict[str, str]) -> int:
@@ -171,7 +162,12 @@ def read(client: redis.Redis, key: str | bytes, lease_ms: int) -> Answer:
 def warm_lease(client: redis.Redis, key: str | bytes, lease_ms: int) -> str | None:
     """A lease for the sidecar's own write of `key`, granted even when the key is present or
     another lease is out (it takes that over); None when the key cannot have a lease."""
-    kind, payload = _fcall(client, WARM_LEASE, key, lease_ms)
+    return _token(_fcall(client, WARM_LEASE, key, lease_ms))
+
+
+def _token(reply: Any) -> str | None:
+    """The token of a warm_lease reply; None for an unleasable key (`busy 0`)."""
+    kind, payload = reply
     return _bytes(payload).decode() if _text(kind) == "lease" else None
 
 
