@@ -16,14 +16,16 @@ from typing import Any, cast
 import redis
 from redis.cluster import RedisCluster
 
+from adapters.unreachable import ServerUnreachable
 from config.secrets import redact_url
 
 log = logging.getLogger(__name__)
 
 
-class RedisConnectError(Exception):
+class RedisConnectError(ServerUnreachable, redis.ConnectionError):
     """Raised when a Redis named by a URL cannot be reached or identified; the message names the
-    URL without its password."""
+    URL without its password. A redis.ConnectionError still, so retries that wait for a Redis
+    to come back treat it as one."""
 
 
 def connect_redis(url: str, **options: Any) -> redis.Redis:
@@ -37,9 +39,9 @@ def connect_redis(url: str, **options: Any) -> redis.Redis:
     try:
         clustered = _cluster_enabled(probe)
     except redis.AuthenticationError as exc:
-        raise RedisConnectError(
-            f"Redis {redact_url(url)!r} refused the credentials: {exc}"
-        ) from None
+        raise RedisConnectError(f"Redis {redact_url(url)} refused the credentials: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisConnectError(f"Redis {redact_url(url)}: {' '.join(str(exc).split())}") from None
     finally:
         probe.close()
     if not clustered:

@@ -28,7 +28,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.sample is not None and args.sample < 1:
         raise UsageError(f"--sample {args.sample!r}: give a number of keys, 1 or more")
-    result = check_cache(Runtime(load_settings()), args.sample)
+    rt = Runtime(load_settings())
+    rt.db()  # MySQL away is one line (cli.main), even when no cached key needs a query
+    result = check_cache(rt, args.sample)
     if args.json:
         print(json.dumps(result.to_json(), indent=2))
     else:

@@ -7,10 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from adapters import logs
+from adapters import logs, unreachable
 from cli import check, functions, invalidate, listen, partitions, status, warm
 from cli.errors import OperationError, UsageError
-from config import ConfigError
+from config import ConfigError, Settings, load_settings
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,6 +44,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:
+        # A server away or refusing us (Redis, MySQL, the broker; TLS, credentials): one
+        # line naming it, exit 1. Anything else is a bug and keeps its traceback.
+        line = unreachable.describe(exc, _settings())
+        if line is None:
+            raise
+        print(f"primer-cache: {line}", file=sys.stderr)
+        return 1
+
+
+def _settings() -> Settings | None:
+    """The settings, to name the servers in a failure (the command loaded them already)."""
+    try:
+        return load_settings()
+    except ConfigError:
+        return None
 
 
 if __name__ == "__main__":

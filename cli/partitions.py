@@ -64,8 +64,10 @@ def run_ensure(args: argparse.Namespace) -> int:
             retain_months=args.retain_months,
             dry_run=args.dry_run,
         )
-    except (PartitionError, DatabaseUnavailable) as exc:
+    except PartitionError as exc:
         raise OperationError(str(exc)) from exc
+    except DatabaseUnavailable as exc:
+        raise OperationError(f"MySQL {settings.mysql.url()}: {exc}") from exc
     except pymysql.MySQLError as exc:
         raise OperationError(_mysql_failure(settings, exc)) from exc
 
@@ -103,8 +105,10 @@ def run_list(args: argparse.Namespace) -> int:
         listing = list_partitions(
             settings.mysql, settings.mysql.database, settings.partitions.table
         )
-    except (PartitionError, DatabaseUnavailable) as exc:
+    except PartitionError as exc:
         raise OperationError(str(exc)) from exc
+    except DatabaseUnavailable as exc:
+        raise OperationError(f"MySQL {settings.mysql.url()}: {exc}") from exc
     except pymysql.MySQLError as exc:
         raise OperationError(_mysql_failure(settings, exc)) from exc
 
@@ -129,4 +133,4 @@ def _check_range(option: str, value: int | None, allowed: range) -> None:
 
 def _mysql_failure(settings: Settings, exc: Exception) -> str:
     table = f"{settings.mysql.database}.{settings.partitions.table}"
-    return f"partitions of {table}: MySQL error: {exc}"
+    return f"partitions of {table}: MySQL {settings.mysql.url()}: {exc}"

@@ -21,6 +21,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from adapters import unreachable
 from config import Settings, load_settings
 
 WARM_GRACE_S = 2.0  # how long a warm key may be absent (deleted, re-warm on its way)
@@ -35,14 +36,56 @@ def register(commands: Any) -> None:
 
 
 def collect(settings: Settings | None = None) -> dict[str, Any]:
+    """What `status` shows. A server that cannot be reached is a problem in the answer (its
+    parts stay empty), never an exception: monitoring parses the JSON whatever is down."""
+    from tasks.app import QUEUES
+
+    settings = settings or load_settings()
+    info: dict[str, Any] = {
+        "unreachable": [],  # one line per server that failed us
+        "cache_read": False,
+        "leader": None,
+        "lag_seconds": None,
+        "heartbeat_age_seconds": None,
+        "max_lag_seconds": settings.max_lag_s,
+        "checkpoint": None,
+        "seconds_since_last_event": None,
+        "seconds_since_checkpoint": None,
+        "queues": {},
+        "warm_keys": {},
+        "warm_keys_present": 0,
+        "stats": {},
+    }
+    try:
+        info.update(_from_cache(settings))
+        info["cache_read"] = True
+    except Exception as exc:
+        info["unreachable"].append(_unreachable(exc, settings))
+    try:
+        info["queues"] = queue_depths(settings, QUEUES)
+    except Exception as exc:
+        info["unreachable"].append(_unreachable(exc, settings))
+    info["partitions"] = _partitions(settings)
+    problems = health_problems(info, settings.leader_ttl_ms)
+    return {"healthy": not problems, "problems": problems, **info}
+
+
+def _unreachable(exc: Exception, settings: Settings) -> str:
+    """The one line for a server that failed us; any other error is a bug and propagates."""
+    line = unreachable.describe(exc, settings)
+    if line is None:
+        raise exc
+    return line
+
+
+def _from_cache(settings: Settings) -> dict[str, Any]:
+    """The parts of the status the cache Redis holds."""
     from adapters import heartbeat
     from adapters.redis_client import connect_redis
     from core.keys import KeyFormat, checkpoint_key, leader_key
-    from tasks.app import QUEUES
     from tasks.metrics import stats_key
 
-    settings = settings or load_settings()
-    cache = connect_redis(settings.redis_url, socket_connect_timeout=5)
+    cache = connect_redis(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
     prefix = settings.state_prefix
     raw = cache.get(checkpoint_key(prefix))
     checkpoint = json.loads(raw) if raw else None
@@ -53,26 +96,39 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
     beat = heartbeat.read(cache, prefix)
     event_time = (checkpoint or {}).get("event_time") or 0
     saved_at = (checkpoint or {}).get("saved_at")
-    info: dict[str, Any] = {
+    return {
         "leader": leader.decode() if isinstance(leader, bytes) else leader,
         "lag_seconds": round(beat.lag_now(now), 3) if beat else None,
         "heartbeat_age_seconds": round(now - beat.at, 3) if beat else None,
-        "max_lag_seconds": settings.max_lag_s,
         "checkpoint": checkpoint,
         "seconds_since_last_event": round(now - event_time, 3) if event_time else None,
         "seconds_since_checkpoint": round(now - saved_at, 3) if saved_at else None,
-        "queues": queue_depths(settings, QUEUES),
         "warm_keys": warm,
         "warm_keys_present": sum(warm.values()),
-        "partitions": _partitions(settings),
         "stats": {_text(k): int(v) for k, v in cache.hgetall(stats_key(prefix)).items()},
     }
-    problems = health_problems(info, settings.leader_ttl_ms)
-    return {"healthy": not problems, "problems": problems, **info}
 
 
 def health_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
     """Why the sidecar is unhealthy (empty: healthy), from what `collect` gathered."""
+    problems = list(info["unreachable"])
+    if info["cache_read"]:  # else the leader and its lag are unknown, not absent
+        problems += _leader_problems(info, leader_ttl_ms)
+    missing = [key for key, present in info["warm_keys"].items() if not present]
+    if missing:
+        problems.append(f"{len(missing)} warm key(s) missing: {', '.join(missing)}")
+    part = info["partitions"]
+    if "error" in part:
+        problems.append(f"partitions of {part['table']}: {part['error']}")
+    elif part["headroom_months"] < 1:
+        problems.append(
+            f"partitions of {part['table']}: {part['headroom_months']} month(s) ahead "
+            f"(through {part['through'] or 'none'}); run `primer-cache partitions ensure`"
+        )
+    return problems
+
+
+def _leader_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
     problems = []
     if not info["leader"]:
         problems.append(
@@ -92,17 +148,6 @@ def health_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
                 f"binlog lag {info['lag_seconds']:.1f} s is above status.max_lag_s = "
                 f"{info['max_lag_seconds']}"
             )
-    missing = [key for key, present in info["warm_keys"].items() if not present]
-    if missing:
-        problems.append(f"{len(missing)} warm key(s) missing: {', '.join(missing)}")
-    part = info["partitions"]
-    if "error" in part:
-        problems.append(f"partitions of {part['table']}: {part['error']}")
-    elif part["headroom_months"] < 1:
-        problems.append(
-            f"partitions of {part['table']}: {part['headroom_months']} month(s) ahead "
-            f"(through {part['through'] or 'none'}); run `primer-cache partitions ensure`"
-        )
     return problems
 
 
@@ -136,7 +181,7 @@ def _partitions(settings: Settings) -> dict[str, Any]:
         finally:
             conn.close()
     except (PartitionError, pymysql.Error) as exc:
-        return {"table": name, "error": str(exc)}
+        return {"table": name, "error": unreachable.describe(exc, settings) or str(exc)}
     through = layout.last_bound - 1 if layout.last_bound else None
     return {
         "table": name,

@@ -75,12 +75,23 @@ def run(args: argparse.Namespace) -> int:
     if not queries:
         print("no warm patterns configured ([[warm.patterns]] is empty)")
         return 0
+    _reach_broker()
     sent = enqueue_warms(rt, queries)
     if args.no_wait:
         for item in sent:
             print(f"{item['task_id']}  {item['key']}")
         return 0
     return _wait(sent, args.timeout)
+
+
+def _reach_broker() -> None:
+    """Connect to the broker once before sending: a broker away is then one line (cli.main),
+    not Celery's result backend retrying for 20 s with a line per attempt (with a Redis
+    broker the results live on the broker's Redis too)."""
+    from tasks.app import app
+
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
 
 
 def _wait(sent: list[dict], timeout: float) -> int:
