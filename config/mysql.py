@@ -78,11 +78,13 @@ class MySQLSettings:
         shown = redact_url(url)
         try:
             parts = urlsplit(url)
-            port = parts.port or 3306
+            port = parts.port
         except ValueError as exc:
             problems.append(f"{name} {shown!r} is not a valid URL: {exc}")
             return None
         before = len(problems)
+        if port == 0:  # not "the default": port 0 reached another server on 3306
+            problems.append(f"{name} {shown!r}: port 0 is not a TCP port (1..65535)")
         if parts.scheme not in ("mysql", "mariadb", "mysql+pymysql"):
             problems.append(f"{name} {shown!r}: scheme must be mysql://")
         if not parts.hostname:
@@ -95,7 +97,7 @@ class MySQLSettings:
             return None
         return cls(
             host=parts.hostname or "",
-            port=port,
+            port=port or 3306,
             user=unquote(parts.username or "root"),
             password=unquote(parts.password or ""),
             database=unquote(database),
@@ -113,7 +115,7 @@ class MySQLSettings:
             )
             return None
         port_text = env.get("MEGAMIND_DB_PORT", "3306")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        if not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
             problems.append(f"MEGAMIND_DB_PORT {port_text!r} is not a TCP port")
             return None
         return cls(

@@ -13,7 +13,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from config.errors import ConfigError
 from config.mysql import MySQLSettings
@@ -30,6 +30,7 @@ LEASE_PREFIX = "primer-cache:lease:"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KEY_PREFIX = "megamind:primer:"
 DEFAULT_KEY_TEMPLATE = "primer:{cats}:{priority_threshold}:{enforcement_level}:{sort_by}:{limit}"
+MAX_REDIS_DB = 15  # Redis's default `databases 16`; a Redis Cluster has database 0 only
 KEY_FIELDS = ("cats", "priority_threshold", "enforcement_level", "sort_by", "limit")
 
 
@@ -100,20 +101,35 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     problems: list[str] = []
 
+    # A variable set to the empty string is a mistake (a template that did not expand), not a
+    # wish for the default: the default would be another server, silently.
+    for name in ("PRIMER_MYSQL_URL", "PRIMER_REDIS_URL", "PRIMER_BROKER_URL", "PRIMER_CONFIG"):
+        if name in env and not env[name].strip():
+            problems.append(f"{name} is set but empty: give a value, or unset it")
+
     url = env.get("PRIMER_MYSQL_URL")
-    if url:
-        mysql = MySQLSettings.from_url(url, problems)
+    if url is not None:
+        mysql = MySQLSettings.from_url(url, problems) if url.strip() else None
     else:
         mysql = MySQLSettings.from_megamind_env(env, problems)
 
-    redis_url = env.get("PRIMER_REDIS_URL") or DEFAULT_REDIS_URL
+    redis_url = env.get("PRIMER_REDIS_URL", DEFAULT_REDIS_URL)
     _check_redis_url("PRIMER_REDIS_URL", redis_url, problems)
-    broker_url = env.get("PRIMER_BROKER_URL") or _next_db(redis_url)
-    _check_broker_url(broker_url, problems)
+    broker_url = env.get("PRIMER_BROKER_URL")
+    if broker_url is None:
+        broker_url = _next_db(redis_url)
+        if _redis_db(broker_url) > MAX_REDIS_DB:
+            problems.append(
+                f"the default broker is the cache Redis's next database, "
+                f"{redact_url(broker_url)!r}, which Redis does not have (databases "
+                f"0..{MAX_REDIS_DB}): set PRIMER_BROKER_URL"
+            )
+    else:
+        _check_broker_url(broker_url, problems)
 
     values: dict[str, Any] = {}
     path = env.get("PRIMER_CONFIG")
-    if path:
+    if path and path.strip():
         values = _read_toml(path, problems)
     replicas = values["replicas"] = parse_replicas(
         env, values.pop("replicas", None), mysql, problems
@@ -128,18 +144,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         )
 
     # Per-replica settings: the environment overrides the shared file.
-    for name, attr, top in (
-        ("PRIMER_SERVER_ID", "server_id", 2**32 - 1),
-        ("PRIMER_METRICS_PORT", "metrics_port", 65535),
-        ("PRIMER_WORKER_METRICS_PORT", "worker_metrics_port", 65535),
+    # A metrics port of 0 turns that endpoint off (the default); a server id of 0 is none.
+    for name, attr, low, top in (
+        ("PRIMER_SERVER_ID", "server_id", 1, 2**32 - 1),
+        ("PRIMER_METRICS_PORT", "metrics_port", 0, 65535),
+        ("PRIMER_WORKER_METRICS_PORT", "worker_metrics_port", 0, 65535),
     ):
         text = env.get(name)
         if text is None:
             continue
-        if text.isdigit() and 0 < int(text) <= top:
+        if text.isascii() and text.isdigit() and low <= int(text) <= top:
             values[attr] = int(text)
         else:
-            problems.append(f"{name} {text!r} is not an integer in 1..{top}")
+            problems.append(f"{name} {text!r} is not an integer in {low}..{top}")
 
     log_format = env.get("PRIMER_LOG_FORMAT")
     if log_format is not None and log_format.strip().lower() not in ("text", "json"):
@@ -165,43 +182,93 @@ def _default_server_id() -> int:
 def _address(name: str, text: str, problems: list[str]) -> str:
     try:
         socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the text
         problems.append(f"{name} {text!r} is not an IP address (e.g. 127.0.0.1 or 0.0.0.0)")
     return text
 
 
 def _next_db(redis_url: str) -> str:
     """The cache Redis URL with the next database number: the default broker."""
-    parts = urlsplit(redis_url)
-    path = parts.path.lstrip("/")
-    db = int(path) + 1 if path.isdigit() else 1
-    return urlunsplit(parts._replace(path=f"/{db}"))
+    try:
+        parts = urlsplit(redis_url)
+    except ValueError:
+        return redis_url  # reported by _check_redis_url
+    return urlunsplit(parts._replace(path=f"/{_redis_db(redis_url) + 1}"))
+
+
+def _redis_db(url: str) -> int:
+    """The database number a redis:// URL names (0 when it names none or is unreadable)."""
+    try:
+        path = urlsplit(url).path.lstrip("/")
+    except ValueError:
+        return 0
+    return int(path) if path.isascii() and path.isdigit() else 0
+
+
+def _check_port(name: str, shown: str, parts: SplitResult, problems: list[str]) -> bool:
+    """Append what is wrong with the URL's host and port; False when the URL is unreadable."""
+    try:
+        port = parts.port
+    except ValueError as exc:  # not a number, or above 65535
+        problems.append(f"{name} {shown!r} is not a valid URL: {exc}")
+        return False
+    if port == 0:
+        problems.append(f"{name} {shown!r}: port 0 is not a TCP port (1..65535)")
+    if not parts.hostname:
+        problems.append(f"{name} {shown!r} names no host")
+    return True
 
 
 def _check_redis_url(name: str, url: str, problems: list[str]) -> None:
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
         problems.append(f"{name} {shown!r} is not a valid URL: {exc}")
         return
     if parts.scheme not in ("redis", "rediss", "unix"):
         problems.append(f"{name} {shown!r}: scheme must be redis://, rediss:// or unix://")
-    elif parts.scheme != "unix" and not parts.hostname:
-        problems.append(f"{name} {shown!r} names no host")
+        return
+    if parts.scheme == "unix":
+        if not parts.path:
+            problems.append(f"{name} {shown!r} names no socket path")
+        return
+    if not _check_port(name, shown, parts, problems):
+        return
     path = parts.path.lstrip("/")
-    if parts.scheme != "unix" and path and not path.isdigit():
+    if path and not (path.isascii() and path.isdigit()):
         problems.append(f"{name} {shown!r}: database {path!r} is not a number")
+    elif path and int(path) > MAX_REDIS_DB:
+        problems.append(
+            f"{name} {shown!r}: database {int(path)} does not exist (Redis has 0..{MAX_REDIS_DB})"
+        )
 
 
 def _check_broker_url(url: str, problems: list[str]) -> None:
     shown = redact_url(url)
-    scheme = urlsplit(url).scheme if "://" in url else ""
+    try:
+        scheme = urlsplit(url).scheme if "://" in url else ""
+    except ValueError as exc:
+        problems.append(f"PRIMER_BROKER_URL {shown!r} is not a valid URL: {exc}")
+        return
     if scheme in ("redis", "rediss", "unix"):
         _check_redis_url("PRIMER_BROKER_URL", url, problems)
-    elif scheme not in ("amqp", "amqps", "pyamqp", "sqs", "memory"):
+    elif scheme in ("amqp", "amqps", "pyamqp"):
+        _check_amqp_url(url, shown, problems)
+    elif scheme not in ("sqs", "memory"):
         problems.append(f"PRIMER_BROKER_URL {shown!r}: unsupported scheme {scheme!r}")
+
+
+def _check_amqp_url(url: str, shown: str, problems: list[str]) -> None:
+    """Host, port and virtual host of an amqp:// URL (the path is the virtual host: `//` or
+    none is `/`; any other `/` in it must be written %2F)."""
+    name = "PRIMER_BROKER_URL"
+    parts = urlsplit(url)
+    if not _check_port(name, shown, parts, problems):
+        return
+    vhost = parts.path[1:]
+    if vhost not in ("", "/") and "/" in vhost:
+        problems.append(f"{name} {shown!r}: virtual host {vhost!r} has a '/' (write it as %2F)")
 
 
 # ---- the TOML file --------------------------------------------------------------------------
@@ -315,10 +382,20 @@ _PARTITION_FIELDS: dict[str, Check] = {
 def _read_toml(path: str, problems: list[str]) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            doc = tomllib.load(fh)
+            data = fh.read()
     except OSError as exc:
         problems.append(f"PRIMER_CONFIG {path!r} cannot be read: {exc.strerror}")
         return {}
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        problems.append(
+            f"PRIMER_CONFIG {path!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at "
+            f"offset {exc.start}): save it as UTF-8"
+        )
+        return {}
+    try:
+        doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         problems.append(f"PRIMER_CONFIG {path!r} is not valid TOML: {exc}")
         return {}
