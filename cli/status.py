@@ -233,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
     stats = info["stats"]
     print(f"redelivered: {stats.get('redeliveries', 0)} batches (not done in time)")
     print(f"fallbacks:   {stats.get('fallback_flushes', 0)} flushes (batches that failed)")
+    print(
+        f"unparseable: {stats.get('keys_unparseable', 0)} keys under the primer keys' head "
+        "did not parse and were deleted (the worker log names them)"
+    )
     part = info["partitions"]
     if "error" in part:
         print(f"partitions:  {part['table']}: {part['error']}")

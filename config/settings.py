@@ -30,6 +30,9 @@ LEASE_PREFIX = "primer-cache:lease:"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KEY_PREFIX = "megamind:primer:"
 DEFAULT_KEY_TEMPLATE = "primer:{cats}:{priority_threshold}:{enforcement_level}:{sort_by}:{limit}"
+# A namespace of our own (namespace_problem): ends in one of these, after this many characters.
+SEPARATORS = (":", "/", "|")
+NAMESPACE_MIN = 3
 MAX_REDIS_DB = 15  # Redis's default `databases 16`; a Redis Cluster has database 0 only
 KEY_FIELDS = ("cats", "priority_threshold", "enforcement_level", "sort_by", "limit")
 
@@ -437,8 +440,16 @@ def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any
     state = values.get("state_prefix", "primer-cache:")
     if isinstance(prefix, str) and isinstance(template, str) and isinstance(state, str):
         head = prefix + template.split("{", 1)[0]
+        problem = namespace_problem(head)
+        if problem:
+            problems.append(
+                f"the primer keys' fixed head {head!r} (cache.key_prefix + the start of "
+                f"cache.key_template) {problem}: sweeps delete every key under it"
+            )
         if not state:
             problems.append("cache.state_prefix must not be empty")
+        elif namespace_problem(state):
+            problems.append(f"cache.state_prefix {state!r} {namespace_problem(state)}")
         elif "{" in state or "}" in state:
             # Redis Cluster hash tags: each state key takes its tag from what it guards (a cache
             # key, the listener); a brace in the prefix would pull them all into one slot.
@@ -453,6 +464,22 @@ def parse_document(doc: Mapping[str, Any], problems: list[str]) -> dict[str, Any
                 f"the primer keys' prefix {head!r} overlaps the lease keys' {LEASE_PREFIX!r}"
             )
     return values
+
+
+def namespace_problem(head: str) -> str | None:
+    """Why `head` cannot be a namespace of the sidecar's own (None: it can).
+
+    Every key under the primer keys' fixed head is the sidecar's: a sweep deletes what does
+    not parse there (safe side). So the head must be a namespace no other application
+    writes under: it ends in a separator (`primer:` takes `primer:x`, never `primers:x`),
+    with at least NAMESPACE_MIN characters before it (not a letter or two that other
+    applications' keys begin with). docs/failures.md says the same to operators.
+    """
+    if not head or head[-1] not in SEPARATORS:
+        return f"must end in a separator ({' or '.join(repr(c) for c in SEPARATORS)})"
+    if len(head) - 1 < NAMESPACE_MIN:
+        return f"is too short: at least {NAMESPACE_MIN} characters before the final separator"
+    return None
 
 
 def _partitions(body: Mapping[str, Any], problems: list[str]) -> PartitionSettings:

@@ -77,7 +77,8 @@ class KnownNames:
         return new
 
     def affected(self, doomed: Doomed, categories: Collection[str] | None = None) -> list[bytes]:
-        """The known names a sweep with `doomed` would delete (unparseable ones included).
+        """The known names a sweep with `doomed` would delete, except those that do not
+        parse: the sweep deletes them (safe side), and names and counts them as it does.
         `categories`: every category `doomed` can hold true for a key listing it (the change's
         images' categories, core.predicate.ChangeIndex.categories): only the keys that may
         list one of them, or every category, are judged. None: judge every key."""
@@ -91,7 +92,7 @@ class KnownNames:
         filters, groups = self._filters, self._groups
         for text in texts:
             key_filter = filters[text]
-            if key_filter is None or doomed(key_filter):
+            if key_filter is not None and doomed(key_filter):
                 out.extend(groups[text])
         return out
 

@@ -113,7 +113,13 @@ def run_invalidation(
             extra=_fields(batch, result),
         )
     if result.unparseable:
-        log.warning("deleted %d keys under %r that do not parse", result.unparseable, rt.keys.head)
+        log.warning(
+            "%s %d keys under %r that do not parse as cache keys (safe side), e.g. %s",
+            "would delete" if dry_run else "deleted",
+            result.unparseable,
+            rt.keys.head,
+            ", ".join(repr(key) for key in result.unparseable_sample),
+        )
     if not dry_run:
         metrics.record_sweep(
             rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started

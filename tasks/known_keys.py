@@ -80,7 +80,7 @@ class KnownKeys:
         doomed: Callable[[KeyFilter], bool],
         categories: Collection[str] | None = None,
     ) -> list[bytes]:
-        """The known names a sweep with `doomed` would delete (unparseable ones included);
+        """The known names a sweep with `doomed` would delete (not those that do not parse);
         `categories` as core.known_keys.KnownNames.affected takes them."""
         if self._names is None or not self._same_format(keys):
             return []

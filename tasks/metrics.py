@@ -46,6 +46,12 @@ KEYS_INVALIDATED = Counter(
     "Primer keys deleted by invalidation sweeps (flushes included)",
     registry=REGISTRY,
 )
+KEYS_UNPARSEABLE = Counter(
+    "primer_cache_worker_keys_unparseable_total",
+    "Keys under the primer keys' head that do not parse as cache keys: deleted (safe side), "
+    "a sample named in the log",
+    registry=REGISTRY,
+)
 SWEEP_SECONDS = Histogram(
     "primer_cache_worker_sweep_seconds",
     "Duration of one invalidation sweep (SCAN, judge, UNLINK)",
@@ -169,6 +175,7 @@ def record_sweep(
 ) -> None:
     KEYS_SCANNED.inc(result.scanned)
     KEYS_INVALIDATED.inc(result.deleted)
+    KEYS_UNPARSEABLE.inc(result.unparseable)
     LEASES_REVOKED.inc(result.leases_revoked)
     SWEEP_SECONDS.observe(seconds)
     pipe = client.pipeline(transaction=False)

@@ -55,6 +55,7 @@ NODE_FAULTS = (
     redis.exceptions.TryAgainError,
     redis.exceptions.ReadOnlyError,
 )
+UNPARSEABLE_SAMPLE = 5  # keys that do not parse, named in the log by the sweep that deletes them
 MAX_ROUNDS = 10  # topology still moving after this many re-scans: fail, the task is retried
 TOPOLOGY_WAIT = 30.0  # how long to wait for the cluster to agree on its slots again
 
@@ -66,6 +67,7 @@ class SweepResult:
     scanned: int = 0
     deleted: int = 0
     unparseable: int = 0
+    unparseable_sample: list[str] = field(default_factory=list)  # the first few, for the log
     leases_revoked: int = 0
     keys: list[str] = field(default_factory=list)  # filled on dry runs only
     # (key, OBJECT answer) of the deleted keys a Heat probe found hot
@@ -76,6 +78,8 @@ class SweepResult:
         self.scanned += other.scanned
         self.deleted += other.deleted
         self.unparseable += other.unparseable
+        room = UNPARSEABLE_SAMPLE - len(self.unparseable_sample)
+        self.unparseable_sample.extend(other.unparseable_sample[:room])
         self.leases_revoked += other.leases_revoked
         self.keys.extend(other.keys)
         self.hot.extend(other.hot)
@@ -162,6 +166,8 @@ def _sweep_node(
                 verdict = judge(text)
                 if verdict is None:
                     result.unparseable += 1
+                    if len(result.unparseable_sample) < UNPARSEABLE_SAMPLE:
+                        result.unparseable_sample.append(text)
                 elif not verdict:
                     continue
                 pending.cache.append(_raw(raw))
