@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.errors import OperationError, UsageError
 from config import Settings, load_settings
+from core.partition_plan import DROP_AT_ONCE, drop_listing
+
+if TYPE_CHECKING:
+    from tasks.partitions import Result
 
 # The same ranges the [partitions] settings accept (config/settings.py).
 MONTHS_AHEAD_RANGE = range(0, 121)
@@ -40,6 +44,12 @@ def register(commands: Any) -> None:
         help="drop partitions wholly before the current month - M (default: config; none)",
     )
     ensure.add_argument(
+        "--allow-drop-rows",
+        action="store_true",
+        help=f"let retention drop partitions holding rows, or more than {DROP_AT_ONCE} at once "
+        "(default: config partitions.allow_drop_rows)",
+    )
+    ensure.add_argument(
         "--dry-run", action="store_true", help="print the DDL that would run; change nothing"
     )
     ensure.set_defaults(func=run_ensure)
@@ -63,6 +73,7 @@ def run_ensure(args: argparse.Namespace) -> int:
             months_ahead=args.months_ahead,
             retain_months=args.retain_months,
             dry_run=args.dry_run,
+            allow_drop_rows=True if args.allow_drop_rows else None,
         )
     except PartitionError as exc:
         raise OperationError(str(exc)) from exc
@@ -71,6 +82,11 @@ def run_ensure(args: argparse.Namespace) -> int:
     except pymysql.MySQLError as exc:
         raise OperationError(_mysql_failure(settings, exc)) from exc
 
+    if result.doomed:
+        verb = "would drop" if result.drop_refused or result.dry_run else "drops"
+        print(f"-- {result.table}: retention {verb} these partitions and their rows:")
+        for line in drop_listing(result.doomed):
+            print(f"-- {line.strip()}")
     if result.dry_run:
         print(
             f"-- {result.table}: dry run, nothing changed; rows in the MAXVALUE partition:"
@@ -80,6 +96,8 @@ def run_ensure(args: argparse.Namespace) -> int:
             print(f"{statement};")
         if not result.statements:
             print(f"-- nothing to do: partitions present through {result.through}")
+        if result.drop_refused:
+            print(f"-- the drop needs --allow-drop-rows: {_why_refused(result)}")
         return 0
     if result.skipped:
         raise OperationError(f"{result.table}: another run held the run lock; nothing done")
@@ -91,7 +109,20 @@ def run_ensure(args: argparse.Namespace) -> int:
     if result.dropped:
         print(f"{result.table}: dropped {', '.join(result.dropped)}")
     print(f"{result.table}: partitions present through {result.through}")
+    if result.drop_refused:
+        raise OperationError(
+            f"{result.table}: retention not done: {_why_refused(result)}; nothing dropped. "
+            "Check the list above, then run again with --allow-drop-rows"
+        )
     return 0
+
+
+def _why_refused(result: Result) -> str:
+    rows = sum(rows for _, rows in result.doomed if rows > 0)
+    return (
+        f"{len(result.doomed)} partition(s) holding {rows} row(s) "
+        f"(more than {DROP_AT_ONCE} at once, or any rows, need it)"
+    )
 
 
 def run_list(args: argparse.Namespace) -> int:

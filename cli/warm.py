@@ -7,6 +7,7 @@ collapsing as every other warm), then waits for their results unless `--no-wait`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from typing import Any
 
@@ -101,21 +102,38 @@ def _wait(sent: list[dict], timeout: float) -> int:
 
     deadline = time.monotonic() + timeout
     failed = 0
-    for item in sent:
-        result = app.AsyncResult(item["task_id"])
-        try:
-            outcome = result.get(timeout=max(deadline - time.monotonic(), 0.01), propagate=False)
-        except ResultTimeout:
-            raise OperationError(
-                f"timed out after {timeout:g} s waiting for the warm of {item['key']} "
-                f"(task {item['task_id']}; is a worker consuming the warm queue?)"
-            ) from None
-        if result.failed() or not isinstance(outcome, dict):
-            failed += 1
-            print(f"{item['key']}  FAILED: {outcome!r}")
-            continue
-        rows = "-" if outcome.get("rows") is None else outcome["rows"]
-        print(f"{item['key']}  {rows} rows  {outcome.get('ms', 0):.1f} ms  {outcome.get('status')}")
-        if outcome.get("status") == "aborted":
-            failed += 1
+    waited: list[Any] = []
+    try:
+        for item in sent:
+            result = app.AsyncResult(item["task_id"])
+            waited.append(result)
+            try:
+                outcome = result.get(
+                    timeout=max(deadline - time.monotonic(), 0.01), propagate=False
+                )
+            except ResultTimeout:
+                raise OperationError(
+                    f"timed out after {timeout:g} s waiting for the warm of {item['key']} "
+                    f"(task {item['task_id']}; is a worker consuming the warm queue?)"
+                ) from None
+            if result.failed() or not isinstance(outcome, dict):
+                failed += 1
+                print(f"{item['key']}  FAILED: {outcome!r}")
+                continue
+            rows = "-" if outcome.get("rows") is None else outcome["rows"]
+            ms = outcome.get("ms", 0)
+            print(f"{item['key']}  {rows} rows  {ms:.1f} ms  {outcome.get('status')}")
+            if outcome.get("status") == "aborted":
+                failed += 1
+    finally:
+        _stop_waiting(waited)
     return 1 if failed else 0
+
+
+def _stop_waiting(results: list[Any]) -> None:
+    """Unsubscribe from the results now: left to AsyncResult.__del__, a Redis result backend
+    unsubscribes while the interpreter shuts down, and prints a traceback (ImportError:
+    sys.meta_path is None) after a timeout. A backend already gone has nothing to undo."""
+    for result in results:
+        with contextlib.suppress(Exception):
+            result.backend.remove_pending_result(result)

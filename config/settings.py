@@ -45,6 +45,8 @@ class PartitionSettings:
     schedule_hour: int = 3  # UTC hour of the daily beat run
     lock_wait_timeout: int = 5
     attempts: int = 5
+    # Retention may drop partitions holding rows, or more than a few at once (tasks.partitions)
+    allow_drop_rows: bool = False
 
 
 @dataclass(frozen=True)
@@ -379,6 +381,7 @@ _PARTITION_FIELDS: dict[str, Check] = {
     "schedule_hour": _int(0, 23),
     "lock_wait_timeout": _int(1, 3600),
     "attempts": _int(1, 100),
+    "allow_drop_rows": _bool,
 }
 
 

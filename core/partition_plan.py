@@ -431,3 +431,29 @@ def describe(layout: Layout) -> list[tuple[str, str]]:
 
 def _quote(identifier: str) -> str:
     return "`" + identifier.replace("`", "``") + "`"
+
+
+# Retention drops at most this many partitions in one run, and only empty ones, unless
+# allowed (partitions.allow_drop_rows, --allow-drop-rows): a wrong clock, a mistyped
+# --retain-months or the wrong table would otherwise delete months of rows without a word.
+DROP_AT_ONCE = 3
+UNKNOWN_ROWS = -1  # a partition a dry run would add and drop, its rows still in MAXVALUE
+
+
+def drop_needs_permission(doomed: tuple[tuple[str, int], ...]) -> bool:
+    """Whether dropping `doomed` ((partition, rows) pairs) needs allow_drop_rows: more than
+    DROP_AT_ONCE partitions, or any rows."""
+    return len(doomed) > DROP_AT_ONCE or any(rows != 0 for _, rows in doomed)
+
+
+def drop_listing(doomed: tuple[tuple[str, int], ...]) -> list[str]:
+    """One line per partition retention would drop, with its rows (exact)."""
+    return [
+        f"  {name}: "
+        + (
+            "rows not counted (added from the MAXVALUE partition by the same run)"
+            if rows == UNKNOWN_ROWS
+            else f"{rows} row(s)"
+        )
+        for name, rows in doomed
+    ]

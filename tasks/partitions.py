@@ -17,7 +17,7 @@ import hashlib
 import logging
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,7 @@ from tenacity import (
 
 from config import MySQLSettings, PartitionSettings, Settings
 from core.partition_plan import (
+    UNKNOWN_ROWS,
     Layout,
     Month,
     PartitionError,
@@ -40,6 +41,7 @@ from core.partition_plan import (
     PartitionRow,
     Plan,
     describe,
+    drop_needs_permission,
     headroom_months,
     plan,
     understand,
@@ -80,6 +82,10 @@ class Result:
     dry_run: bool = False
     attempts: int = 1
     skipped: bool = False  # another run held the run lock for the whole wait
+    # (partition, rows) retention would drop: dropped, or (dry run) to be dropped, or, with
+    # drop_refused, kept for want of allow_drop_rows
+    doomed: tuple[tuple[str, int], ...] = ()
+    drop_refused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +98,8 @@ class Result:
             "dry_run": self.dry_run,
             "attempts": self.attempts,
             "skipped": self.skipped,
+            "doomed": [{"partition": name, "rows": rows} for name, rows in self.doomed],
+            "drop_refused": self.drop_refused,
         }
 
 
@@ -146,11 +154,13 @@ def read_partitioning(conn: pymysql.Connection, database: str, table: str) -> Pa
 
 
 def _future_rows(conn: pymysql.Connection, layout: Layout) -> int:
+    return _rows(conn, layout, layout.future)
+
+
+def _rows(conn: pymysql.Connection, layout: Layout, partition: str) -> int:
     # Exact, not TABLE_ROWS: InnoDB's estimate is often 0 for a partition just written to.
     with conn.cursor() as cur:
-        cur.execute(
-            f"SELECT COUNT(*) FROM {_quoted_table(layout)} PARTITION ({_quote(layout.future)})"
-        )
+        cur.execute(f"SELECT COUNT(*) FROM {_quoted_table(layout)} PARTITION ({_quote(partition)})")
         (count,) = cur.fetchone()
     return int(count)
 
@@ -170,9 +180,12 @@ def ensure_partitions(
     lock_wait_timeout: int = 5,
     attempts: int = 5,
     run_lock_timeout: float = RUN_LOCK_TIMEOUT,
+    allow_drop_rows: bool = False,
 ) -> Result:
     """Give every month through now + `months_ahead` its own partition; with `retain_months`,
     drop partitions wholly before now - `retain_months`. Idempotent; `dry_run` changes nothing.
+    Without `allow_drop_rows`, a drop of partitions holding rows or of more than DROP_AT_ONCE
+    is not done (the months ahead are): the Result lists them, with drop_refused.
 
     Raises PartitionError (unsupported partitioning, MetadataLockTimeout) or
     DatabaseUnavailable; `target` is a MySQLSettings or pymysql.connect keyword arguments.
@@ -183,7 +196,9 @@ def ensure_partitions(
         conn = _connect(target, database, lock_wait_timeout)
         try:
             if dry_run:
-                return _dry_run(conn, database, table, now, months_ahead, retain_months)
+                return _dry_run(
+                    conn, database, table, now, months_ahead, retain_months, allow_drop_rows
+                )
             with _run_lock(conn, name, run_lock_timeout) as acquired:
                 if not acquired:
                     log.warning(
@@ -193,7 +208,15 @@ def ensure_partitions(
                     )
                     return Result(name, (), (), (), "", 0, skipped=True)
                 return _apply(
-                    conn, database, table, now, months_ahead, retain_months, attempts, name
+                    conn,
+                    database,
+                    table,
+                    now,
+                    months_ahead,
+                    retain_months,
+                    attempts,
+                    name,
+                    allow_drop_rows,
                 )
         finally:
             conn.close()
@@ -212,6 +235,7 @@ def ensure_from_settings(
     months_ahead: int | None = None,
     retain_months: int | None = None,
     dry_run: bool = False,
+    allow_drop_rows: bool | None = None,
 ) -> Result:
     """`ensure_partitions` for the configured table, with `[partitions]` settings as defaults."""
     policy: PartitionSettings = config.partitions
@@ -225,6 +249,7 @@ def ensure_from_settings(
         dry_run=dry_run,
         lock_wait_timeout=policy.lock_wait_timeout,
         attempts=policy.attempts,
+        allow_drop_rows=policy.allow_drop_rows if allow_drop_rows is None else allow_drop_rows,
     )
 
 
@@ -305,6 +330,21 @@ def _plan(
     return plan(layout, now, months_ahead, retain_months), _future_rows(conn, layout)
 
 
+def _doomed(
+    conn: pymysql.Connection, planned: Plan, future_rows: int | None = None
+) -> tuple[tuple[str, int], ...]:
+    """(partition, exact rows) for each partition the plan drops. A partition the same plan
+    adds (a run catching up) does not exist before the reorganize (`future_rows` given: the
+    MAXVALUE partition's rows, where its rows are now): none when that holds none, else
+    UNKNOWN_ROWS, which the guard takes for rows."""
+    new = {p.name for p in planned.add} if future_rows is not None else set()
+    unknown = UNKNOWN_ROWS if future_rows else 0
+    return tuple(
+        (name, unknown if name in new else _rows(conn, planned.layout, name))
+        for name in planned.drop
+    )
+
+
 def _dry_run(
     conn: pymysql.Connection,
     database: str,
@@ -312,8 +352,13 @@ def _dry_run(
     now: datetime,
     months_ahead: int,
     retain_months: int | None,
+    allow_drop_rows: bool,
 ) -> Result:
     planned, future_rows = _plan(conn, database, table, now, months_ahead, retain_months)
+    doomed = _doomed(conn, planned, future_rows)
+    refused = drop_needs_permission(doomed) and not allow_drop_rows
+    if refused:
+        planned = replace(planned, drop=())
     name = f"{database}.{table}"
     log.info("partitions of %s (dry run): %d statement(s)", name, len(planned.statements()))
     return Result(
@@ -325,6 +370,8 @@ def _dry_run(
         future_rows,
         dry_run=True,
         attempts=0,
+        doomed=doomed,
+        drop_refused=refused,
     )
 
 
@@ -343,15 +390,18 @@ def _apply(
     retain_months: int | None,
     attempts: int,
     name: str,
+    allow_drop_rows: bool,
 ) -> Result:
     executed: list[str] = []
     added: list[str] = []
     dropped: list[str] = []
     future_rows_before: list[int] = []
     through = ""
+    doomed: tuple[tuple[str, int], ...] = ()
+    refused = False
 
     def attempt() -> None:
-        nonlocal through
+        nonlocal through, doomed, refused
         # Re-plan on every attempt: a statement that succeeded before the timeout must not run
         # again, and the plan is cheap.
         planned, future_rows = _plan(conn, database, table, now, months_ahead, retain_months)
@@ -376,7 +426,20 @@ def _apply(
                 cur.execute(sql)
                 executed.append(sql)
                 added.extend(p.name for p in planned.add)
-            if (sql := planned.drop_sql()) is not None:
+            if planned.drop:
+                # Counted after the reorganize: every partition to drop exists by now.
+                doomed = _doomed(conn, planned)
+                refused = drop_needs_permission(doomed) and not allow_drop_rows
+            if refused:
+                log.warning(
+                    "partitions of %s: retention would drop %d partition(s) holding %d row(s)"
+                    "; not without partitions.allow_drop_rows (or --allow-drop-rows): %s",
+                    name,
+                    len(doomed),
+                    sum(rows for _, rows in doomed if rows > 0),
+                    ", ".join(f"{part} ({rows} rows)" for part, rows in doomed),
+                )
+            elif (sql := planned.drop_sql()) is not None:
                 log.info("partitions of %s: %s", name, sql)
                 cur.execute(sql)
                 executed.append(sql)
@@ -418,6 +481,8 @@ def _apply(
         through,
         future_rows_before[0] if future_rows_before else 0,
         attempts=retrying.statistics.get("attempt_number", 1),
+        doomed=doomed,
+        drop_refused=refused,
     )
     if executed:
         log.info(

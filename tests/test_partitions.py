@@ -254,14 +254,56 @@ def test_retention_drops_exactly_the_expired_partitions(
     table = make_table(Form.YEAR_MONTH, Month(2025, 9), first_month=Month(2025, 1))
     execute(utc_db, f"INSERT INTO {table} VALUES (1, '2025-06-30 23:59:59'), (2, '2025-07-01')")
 
-    result = ensure(table, months_ahead=1, retain_months=3)  # October: keep July, Aug, Sep
+    # October: keep July, Aug, Sep. Six partitions, one row: only when allowed.
+    result = ensure(table, months_ahead=1, retain_months=3, allow_drop_rows=True)
 
     assert result.dropped == tuple(Month(2025, m).partition_name for m in range(1, 7))
+    assert result.doomed == (
+        *((Month(2025, m).partition_name, 0) for m in range(1, 6)),
+        (
+            "p202506",
+            1,
+        ),
+    )
     assert layout_of(utc_db, database, table) == expected_layout(
         Form.YEAR_MONTH, Month(2025, 7), Month(2025, 11)
     )
     assert [row[0] for row in execute(utc_db, f"SELECT id FROM {table}")] == [2]
     assert ensure(table, months_ahead=1, retain_months=3).statements == ()
+
+
+def test_retention_of_rows_or_many_partitions_needs_permission(
+    make_table: Callable[..., str],
+    ensure: Callable[..., Any],
+    utc_db: pymysql.Connection,
+    database: str,
+) -> None:
+    """The guard: a drop of partitions holding rows, or of more than DROP_AT_ONCE, is not
+    done without allow_drop_rows (the months ahead are added all the same); what it would
+    drop is listed with exact row counts. A few empty ones go without asking."""
+    table = make_table(Form.YEAR_MONTH, Month(2025, 9), first_month=Month(2025, 4))
+    execute(utc_db, f"INSERT INTO {table} VALUES (1, '2025-04-15')")  # in p202504
+
+    dry = ensure(table, months_ahead=1, retain_months=3, dry_run=True)
+    assert dry.drop_refused and dry.dropped == ()
+    assert not any("DROP PARTITION" in statement for statement in dry.statements)
+    assert dry.doomed == (("p202504", 1), ("p202505", 0), ("p202506", 0))
+
+    refused = ensure(table, months_ahead=1, retain_months=3)
+    assert refused.drop_refused and refused.dropped == ()
+    assert refused.added == ("p202510", "p202511")  # the months ahead are not held back
+    assert refused.doomed == (("p202504", 1), ("p202505", 0), ("p202506", 0))
+    assert execute(utc_db, f"SELECT id FROM {table}") == [(1,)]
+    assert layout_of(utc_db, database, table)[0][0] == "p202504"
+
+    execute(utc_db, f"DELETE FROM {table}")  # three empty ones: no permission needed
+    emptied = ensure(table, months_ahead=1, retain_months=3)
+    assert not emptied.drop_refused
+    assert emptied.dropped == ("p202504", "p202505", "p202506")
+
+    many = make_table(Form.YEAR_MONTH, Month(2025, 9), first_month=Month(2025, 1))
+    six = ensure(many, months_ahead=1, retain_months=3)  # six empty ones: too many at once
+    assert six.drop_refused and six.dropped == () and len(six.doomed) == 6
 
 
 # ---- refusals -------------------------------------------------------------------------------
@@ -523,3 +565,27 @@ def test_cli_dry_run_then_run_then_list(
     listed = cli(cli_env, "partitions", "list")
     assert listed.returncode == 0, listed.stderr
     assert "p_future" in listed.stdout and f"{last.partition_name} " in listed.stdout
+
+
+def test_cli_retention_guard_lists_what_it_would_drop(
+    cli_env: dict[str, str], utc_db: pymysql.Connection, database: str
+) -> None:
+    table = "megamind_global_element_analytics_partitioned"
+    first = layout_of(utc_db, database, table)[0][0]
+    execute(
+        utc_db,
+        f"INSERT INTO {table} (analytics_id, element_id, access_timestamp)"
+        " VALUES ('a1', 'e1', '2025-07-15')",
+    )
+    done = cli(cli_env, "partitions", "ensure", "--retain-months", "1")
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    assert f"-- {first}: 1 row(s)" in done.stdout, done.stdout  # listed, with its rows
+    assert "retention not done" in done.stderr and "--allow-drop-rows" in done.stderr
+    assert layout_of(utc_db, database, table)[0][0] == first  # nothing dropped
+    assert execute(utc_db, f"SELECT COUNT(*) FROM {table}") == [(1,)]
+
+    allowed = cli(cli_env, "partitions", "ensure", "--retain-months", "1", "--allow-drop-rows")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert f"dropped {first}" in allowed.stdout
+    assert execute(utc_db, f"SELECT COUNT(*) FROM {table}") == [(0,)]

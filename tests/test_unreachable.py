@@ -12,7 +12,16 @@ from pathlib import Path
 import pytest
 
 from tests.private_servers import PrivateMariaDB, PrivateRedis
-from tests.services import VENV_BIN, Process, child_env, cli, free_port, wait_for
+from tests.services import (
+    VENV_BIN,
+    Process,
+    child_env,
+    cli,
+    delete_queues,
+    free_port,
+    unique,
+    wait_for,
+)
 
 SECRET = "sekret-pw"
 
@@ -184,3 +193,19 @@ def test_the_worker_keeps_retrying_an_unreachable_broker_without_tracebacks(
         assert SECRET not in output, output
     finally:
         worker.stop()
+
+
+def test_a_warm_that_times_out_is_one_line_and_a_quiet_exit(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    """No worker consumes the queue: the wait times out; the exit prints no traceback (a Redis
+    result backend unsubscribed during interpreter shutdown and printed one)."""
+    tag = unique("wt")
+    toml = tmp_path / "warm.toml"
+    toml.write_text(f'[celery]\nqueue_prefix = "{tag}"\n')
+    env = child_env(services, PRIMER_CONFIG=str(toml))
+    try:
+        done = cli(env, "warm", "--all", "--timeout", "1", timeout=60)
+    finally:
+        delete_queues(services["PRIMER_BROKER_URL"], [f"{tag}.warm"])
+    assert "timed out after 1 s waiting for the warm of" in one_line_failure(done, "")
