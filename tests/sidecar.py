@@ -42,6 +42,7 @@ from worker.batcher import position_reached
 _sync_ids = itertools.count(1)
 S = TypeVar("S", bound="Sidecar")
 SYNC_IMAGE_PRIORITY = Decimal("0.00")
+PLANTED = b"cached"  # the value plant() writes: a key that holds it was not invalidated
 
 
 @dataclass
@@ -230,7 +231,7 @@ class Sidecar:
         keys = [self.keys.build(q) for q in queries]
         pipe = self.redis.pipeline(transaction=False)
         for key in keys:
-            pipe.set(key, b"cached")
+            pipe.set(key, PLANTED)
         pipe.execute()
         return keys
 
@@ -278,7 +279,7 @@ class Sidecar:
         (key,) = self.plant(Query((category,)))
         self.insert_chunk(f"sync-{self.tag}-{n}", category, str(SYNC_IMAGE_PRIORITY), "optional")
         wait_for(
-            lambda: self.redis.get(key) != b"cached",  # deleted (or refreshed)
+            lambda: self.redis.get(key) != PLANTED,  # deleted (or refreshed)
             timeout=timeout,
             what=f"sentinel {key} to be invalidated",
         )

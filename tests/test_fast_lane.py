@@ -7,7 +7,6 @@ against a brute-force model."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import pytest
 import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kombu import Connection
 
 from adapters.leases import load_library
 from adapters.unlink import Heat, unlink_with_leases
@@ -29,6 +29,12 @@ from tests.strategies import categories, images, queries
 
 KEYS = KeyFormat("megamind:primer:", DEFAULT_KEY_TEMPLATE)
 SCANNED = "fast lane: knows"
+
+
+def waiting(car: Sidecar, queue: str) -> int:
+    """Messages waiting in a queue of the sidecar's broker (a passive declare)."""
+    with Connection(car.settings.broker_url, connect_timeout=5) as conn:
+        return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
 
 
 def _names(picked: list[Query]) -> list[bytes]:
@@ -203,9 +209,15 @@ def test_with_the_fast_lane_off_nothing_goes_before_the_sweep(
         car.insert_chunk("fl2", "security", "0.90", "required")
         (hit,) = car.plant(Query(("security",)))
         car.start_listener()
-        time.sleep(1.5)  # as long as a scan would take, had there been one
         car.execute("UPDATE megamind_chunks SET content = 'new' WHERE chunk_id = 'fl2'")
-        time.sleep(1.0)
+        # The listener runs the fast lane on a change before it publishes the change's batch:
+        # once that batch waits in the queue (after the cold start's flush), a fast lane
+        # would have deleted the key by now. No worker: nothing else can have.
+        wait_for(
+            lambda: waiting(car, f"{car.tag}.invalidate") >= 2,
+            timeout=30,
+            what="the cold start's flush and the change's batch in the queue",
+        )
         assert car.redis.exists(hit) == 1
         assert car.listener is not None and SCANNED not in car.listener.output()
         car.start_worker()

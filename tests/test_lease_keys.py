@@ -63,12 +63,40 @@ def test_every_seed_key_is_leasable(query: Query) -> None:
     assert SEED.classify(key) == ("cache", key)
 
 
-@given(odd_keys, odd_keys)
-def test_untag_accepts_only_names_tagged_built(prefix_tail: str, name: str) -> None:
-    prefix = "p:" + prefix_tail.replace("{", "")
+@st.composite
+def prefixes_and_names(draw: st.DrawFn) -> tuple[str, str, str]:
+    """A prefix, a key, and a name that starts with the prefix: the name `tagged` builds for
+    the key (often), or that text with a piece cut or added, or the prefix and any text.
+    (Names drawn from the keys' alphabet alone never start with the prefix: untag refused
+    them all and the assert never ran.)"""
+    prefix = "p:" + draw(odd_keys).replace("{", "")
+    key = draw(odd_keys)
+    built = tagged(prefix, key) or prefix + "{" + key + "}"
+    name = draw(
+        st.sampled_from(
+            [built, built, prefix + key, prefix + "{" + key, built[:-1], built + draw(odd_keys)]
+        )
+    )
+    return prefix, key, name
+
+
+@given(prefixes_and_names())
+def test_untag_accepts_only_names_tagged_built(case: tuple[str, str, str]) -> None:
+    prefix, key, name = case
     got = untag(prefix, name)
     if got is not None:
         assert tagged(prefix, got) == name
+    else:
+        assert tagged(prefix, key) != name
+
+
+@given(odd_keys, odd_keys)
+def test_untag_reads_back_every_tagged_name(prefix_tail: str, key: str) -> None:
+    prefix = "p:" + prefix_tail.replace("{", "")
+    name = tagged(prefix, key)
+    assert (name is None) == (not slot_text(key) or "}" in slot_text(key))
+    if name is not None:
+        assert untag(prefix, name) == key
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +16,28 @@ from config.query import Query
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
 
+# A plain-text log line: ours (`2026-12-06 04:12:53,158 INFO …`) or Celery's (`[2026-… INFO/…]`)
+PLAIN_LOG_LINE = re.compile(r"^\[?\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
+
 
 def json_lines(text: str) -> list[dict[str, Any]]:
-    """Every log line; the worker's start-up banner is printed, not logged, and is skipped."""
+    """Every JSON log line of a process's output."""
     lines = [line for line in text.splitlines() if line.startswith("{")]
     return [json.loads(line) for line in lines]
+
+
+def assert_all_json(name: str, text: str) -> None:
+    """Every line `name` logged is a JSON object. Celery's worker and beat print a start-up
+    banner (and Python a SecurityWarning for root) before their first log line: printed, not
+    logged; it may hold no log line, and after it every line is JSON."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    first = next((i for i, line in enumerate(lines) if line.startswith("{")), len(lines))
+    assert first < len(lines), f"{name} logged nothing as JSON:\n{text}"
+    printed = [line for line in lines[:first] if PLAIN_LOG_LINE.match(line)]
+    assert not printed, f"{name} logged plain text before its first JSON line: {printed}"
+    for line in lines[first:]:
+        assert line.startswith("{"), f"{name} logged a line that is not JSON: {line!r}"
+        json.loads(line)
 
 
 def test_formatter_fields() -> None:
@@ -80,3 +98,7 @@ def test_every_process_logs_json_lines(
         # The listener prints no banner: every line of its output is a JSON object.
         lines = [line for line in listener.output().splitlines() if line.strip()]
         assert len(json_lines(listener.output())) == len(lines), listener.output()
+        # And every line of the others after their banner; the CLI's stderr is its log.
+        assert_all_json("the worker", worker.output())
+        assert_all_json("beat", beat.output())
+        assert_all_json("the CLI", cli.stderr)

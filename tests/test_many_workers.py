@@ -84,12 +84,12 @@ def test_two_workers_on_the_same_queues_delete_exactly_the_affected_keys(
         return any(matches(image, KeyFilter.of(query)) for image in images)
 
     expected_gone = {k for k, query in zip(keys, queries, strict=True) if affected(query)}
-    # Completeness: every affected key goes (the deadline fails the test otherwise).
-    wait_for(
-        lambda: not (car.present(keys) & expected_gone), timeout=60, what="affected keys to go"
-    )
-    # Precision: any batch still running deletes only keys the model already counts as gone.
-    assert car.present(keys) == set(keys) - expected_gone
+    # Every batch done (the checkpoint passes a batch only once it is swept, both passes):
+    # nothing still running can delete a key after it is counted.
+    car.checkpointed(timeout=60)
+    left = car.present(keys)
+    assert not (left & expected_gone), "affected keys survived"  # completeness
+    assert left == set(keys) - expected_gone, "unaffected keys were deleted"  # precision
     assert 0 < len(expected_gone) < len(keys)
     workers = [p for p in car.processes if "worker" in p.log.name]
     wait_for(  # both took batches (the pool child's log line may trail the deletion)
