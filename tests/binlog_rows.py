@@ -152,7 +152,7 @@ def encode_value(col: Column, value: Any) -> bytes:
     if kind == FIELD_TYPE.FLOAT:
         return struct.pack("<f", value)
     if kind in (FIELD_TYPE.VARCHAR, FIELD_TYPE.STRING):
-        raw = value.encode()
+        raw = value.encode(_encoding(col)) if isinstance(value, str) else value
         return len(raw).to_bytes(2 if col.max_length > 255 else 1, "little") + raw
     if kind == FIELD_TYPE.BLOB:
         raw = value.encode() if isinstance(value, str) else value
@@ -171,7 +171,21 @@ def encode_value(col: Column, value: Any) -> bytes:
         return _datetime2(value) + _fsp(value.microsecond, col.fsp)
     if kind == FIELD_TYPE.DATE:
         return (value.day | value.month << 5 | value.year << 9).to_bytes(3, "little")
+    if kind == FIELD_TYPE.YEAR:
+        return (value - 1900).to_bytes(1, "little")
+    if kind == FIELD_TYPE.SET:  # a set of the column's values: the bit of each
+        mask = sum(1 << col.set_values.index(member) for member in value)
+        return mask.to_bytes(col.size, "little")
+    if kind == FIELD_TYPE.BIT:  # as the library shows it: '0'/'1' digits, most significant first
+        return int(value, 2).to_bytes(col.bytes, "big")
     raise TypeError(f"no encoder for column type {kind}")
+
+
+def _encoding(col: Column) -> str:
+    """The Python codec of a string column's charset, as the library maps it."""
+    if col.character_set_name is None:
+        return "utf-8"
+    return str(RowsEvent.charset_to_encoding(col.character_set_name))
 
 
 def encode_decimal(value: Decimal, precision: int, decimals: int) -> bytes:
