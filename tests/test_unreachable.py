@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.private_servers import PrivateMariaDB, PrivateRedis
 from tests.services import (
@@ -17,6 +18,7 @@ from tests.services import (
     Process,
     child_env,
     cli,
+    delete_prefix,
     delete_queues,
     free_port,
     unique,
@@ -209,3 +211,36 @@ def test_a_warm_that_times_out_is_one_line_and_a_quiet_exit(
     finally:
         delete_queues(services["PRIMER_BROKER_URL"], [f"{tag}.warm"])
     assert "timed out after 1 s waiting for the warm of" in one_line_failure(done, "")
+
+
+def test_the_listener_keeps_retrying_an_unreachable_broker_one_line_each(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    """Once running, the listener backs off: one line per attempt naming the broker
+    (password hidden), never a traceback, never an exit."""
+    tag = unique("lr")
+    toml = tmp_path / "listener.toml"
+    toml.write_text(
+        f'[cache]\nkey_prefix = "{tag}:megamind:primer:"\nstate_prefix = "{tag}:pc:"\n'
+        f'[celery]\nqueue_prefix = "{tag}"\n[listener]\nleader_ttl_ms = 1000\n'
+        "[warm]\npatterns = []\n"
+    )
+    url = BROKERS["amqp"](free_port())
+    env = child_env(services, PRIMER_BROKER_URL=url, PRIMER_CONFIG=str(toml))
+    env["PRIMER_SERVER_ID"] = str(free_port() + 100_000)
+    listener = Process([str(VENV_BIN / "primer-cache"), "listen"], env, tmp_path / "l.log")
+    shown = url.replace(SECRET, "***")
+    try:
+        wait_for(
+            lambda: listener.output().count(f"broker {shown}") >= 2 or not listener.alive(),
+            timeout=90,
+            what="two reconnect lines naming the broker",
+        )
+        output = listener.output()
+        assert listener.alive(), output
+        assert "Traceback" not in output and SECRET not in output, output
+        retries = [line for line in output.splitlines() if "reconnecting in" in line]
+        assert retries and all(f"broker {shown}" in line for line in retries), retries
+    finally:
+        listener.stop()
+        delete_prefix(redis.Redis.from_url(services["PRIMER_REDIS_URL"]), f"{tag}:")

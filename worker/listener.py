@@ -22,7 +22,7 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from adapters import heartbeat, stats
+from adapters import heartbeat, stats, unreachable
 from adapters.completion import Completion
 from adapters.redis_client import connect_redis
 from adapters.replicas import check_replicas
@@ -125,7 +125,8 @@ class Listener:
         log.warning(
             "%s: %s; reconnecting in %.2f seconds",
             self.name,
-            exc,
+            # the server named (password hidden), as the CLI names it
+            (unreachable.describe(exc, self.settings) if exc is not None else None) or exc,
             delay,
             exc_info=exc if isinstance(exc, ReaderError) else None,
         )
