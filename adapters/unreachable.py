@@ -66,8 +66,9 @@ def _is_redis_connection_failure(exc: redis.RedisError) -> bool:
     if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         return True  # AuthenticationError is a ConnectionError: refused credentials too
     text = str(exc)
-    # An ACL or requirepass server answers commands with these when we did not log in.
-    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM"))
+    # An ACL or requirepass server answers commands with these when we did not log in; a
+    # server with fewer databases than the URL's number refuses the SELECT of each connection.
+    return text.startswith(("NOAUTH", "WRONGPASS", "NOPERM", "DB index is out of range"))
 
 
 def _which_redis(exc: BaseException, settings: Settings | None) -> str:

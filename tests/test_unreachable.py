@@ -244,3 +244,21 @@ def test_the_listener_keeps_retrying_an_unreachable_broker_one_line_each(
     finally:
         listener.stop()
         delete_prefix(redis.Redis.from_url(services["PRIMER_REDIS_URL"]), f"{tag}:")
+
+
+def test_a_redis_database_the_server_does_not_have(
+    services: dict[str, str], tmp_path: Path
+) -> None:
+    """Settings allow 0..15 (Redis's default); a server started with fewer databases refuses
+    the SELECT: one line naming it, exit 1."""
+    server = PrivateRedis(tmp_path, options=("--databases", "2"))
+    server.start()
+    try:
+        url = f"redis://:{SECRET}@127.0.0.1:{server.port}/5"
+        env = child_env(
+            services, PRIMER_REDIS_URL=url, PRIMER_BROKER_URL=services["PRIMER_BROKER_URL"]
+        )
+        line = one_line_failure(cli(env, "check", timeout=60), f"127.0.0.1:{server.port}/5")
+        assert "DB index is out of range" in line
+    finally:
+        server.stop()
