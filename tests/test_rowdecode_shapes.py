@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import itertools
 import random
+from decimal import Decimal
 from typing import Any
 
 import pymysql
@@ -70,6 +71,7 @@ SHAPES = [
     column("da", FIELD_TYPE.DATE),
     column("db", FIELD_TYPE.DATE),
     column("y", FIELD_TYPE.YEAR),
+    column("dec", FIELD_TYPE.NEWDECIMAL, precision=30, decimals=9),  # whole groups of 9 digits
     column("sa", FIELD_TYPE.SET, size=1, set_values=SET_VALUES),
     column("sb", FIELD_TYPE.SET, size=1, set_values=SET_VALUES),
     column("ba", FIELD_TYPE.BIT, bits=12, bytes=2),
@@ -110,6 +112,8 @@ def _values(col: Any) -> st.SearchStrategy[Any]:
         return st.sets(st.sampled_from(SET_VALUES), min_size=1)
     if kind == FIELD_TYPE.BIT:
         return st.integers(0, 2**12 - 1).map(lambda n: format(n, "012b"))
+    if kind == FIELD_TYPE.NEWDECIMAL:
+        return st.decimals(-(10**21) + 1, 10**21 - 1, places=9, allow_nan=False)
     if kind == FIELD_TYPE.FLOAT:  # values a FLOAT holds exactly, so the library reads them back
         return st.floats(width=32, allow_nan=False).map(float)
     raise AssertionError(kind)
@@ -220,6 +224,16 @@ def test_a_partial_json_update_goes_to_the_library_unread() -> None:
     event.event_type = BINLOG.UPDATE_ROWS_EVENT_V2
     event.complete = False  # a table map the library could not complete: the same
     assert decoder.decode(event) is None
+
+
+def test_decode_reads_a_whole_event_as_decode_rows_does() -> None:
+    row = {n: None for n in NAMES} | {"i32a": 7, "ca": "é", "dec": Decimal("1.5")}
+    data = encode_image(SHAPES, FULL, row) + encode_image(SHAPES, FULL, {**row, "i32a": 8})
+    event = synthetic_event(UpdateRowsEvent, "shapes", SHAPES, data, bitmap(FULL), bitmap(FULL))
+    decoder = RowDecoder({"shapes": KEYS}, ())
+    (decoded,) = decoder.decode(event) or []
+    assert decoded.visible and (decoded.before["i32a"], decoded.after["i32a"]) == (7, 8)
+    assert decoded.after["ca"] == "é"
 
 
 # ---- against the real MariaDB binlog ------------------------------------------------------
