@@ -92,6 +92,12 @@ REPLICA_FOLLOWUPS = Counter(
     "Follow-up passes run for a read replica that was late or down at the sweep",
     registry=REGISTRY,
 )
+SWEEP_REPEATS = Counter(
+    "primer_cache_worker_sweep_repeats_total",
+    "Sweeps run again because a key was evicted, or the sweep outlived the fill marker, "
+    "while the first ran",
+    registry=REGISTRY,
+)
 LEASES_REVOKED = Counter(
     "primer_cache_worker_leases_revoked_total",
     "Fill leases revoked by invalidation sweeps",
@@ -170,12 +176,15 @@ def record_sweep(
     KEYS_SCANNED.inc(result.scanned)
     KEYS_INVALIDATED.inc(result.deleted)
     LEASES_REVOKED.inc(result.leases_revoked)
+    SWEEP_REPEATS.inc(result.repeats)
     SWEEP_SECONDS.observe(seconds)
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(stats_key(state_prefix), "sweeps", 1)
     pipe.hincrby(stats_key(state_prefix), "keys_deleted", result.deleted)
     pipe.hincrby(stats_key(state_prefix), "keys_unparseable", result.unparseable)
     pipe.hincrby(stats_key(state_prefix), "leases_revoked", result.leases_revoked)
+    if result.repeats:
+        pipe.hincrby(stats_key(state_prefix), "sweep_repeats", result.repeats)
     pipe.execute()
 
 
