@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
-
 from primer_cache_client import PrimerQuery
 
 

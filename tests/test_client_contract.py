@@ -12,20 +12,20 @@ import math
 import re
 from pathlib import Path
 
+import primer_cache_client.functions as client_functions
+import primer_cache_client.keys as client_keys
+import primer_cache_client.values as client_values
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from primer_cache_client import PrimerQuery
+from primer_cache_client.query import FIELDS
 
 import adapters.lease_library
 import config.settings
 import core.keys
 import core.response
-import primer_cache_client.functions as client_functions
-import primer_cache_client.keys as client_keys
-import primer_cache_client.values as client_values
 from config.query import Query
-from primer_cache_client import PrimerQuery
-from primer_cache_client.query import FIELDS
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 import redis
-
-from adapters import leases
 from primer_cache_client import PrimerCache, PrimerQuery
 from primer_cache_client.functions import Answer
+
+from adapters import leases
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 from tests.private_servers import PrivateRedis
 from tests.services import wait_for
