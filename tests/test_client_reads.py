@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from primer_cache_client import AsyncPrimerCache, PrimerCache, PrimerQuery
 
 from adapters import leases
-from primer_cache_client import AsyncPrimerCache, PrimerCache, PrimerQuery
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 from tests.private_servers import PrivateRedis
 from tests.services import free_port, wait_for
