@@ -70,7 +70,7 @@ def test_l1_invalidation_and_leases_on_every_primary(
 
     # The sidecar deletes every key (through its invalidate function, on the owning node);
     # each primary's tracking connection tells the L1.
-    for query, db, key in zip(queries, dbs, keys, strict=True):
+    for db, key in zip(dbs, keys, strict=True):
         db.version = 2
         leases.invalidate(cluster, [[key.encode()]], "IDLETIME", 0, 1)
     l1 = cache._path.l1
