@@ -46,6 +46,8 @@ class PrimerCache:
         self._options = Options(url=url or url_from_env(), **options)
         self._path = ReadPath(self._options)
         self._l1 = self._path.l1 if self._options.l1 else None
+        self._l1_get = self._l1.get if self._l1 is not None else None
+        self._key_memo = (self._options.prefix, self._options.key_template)
         self._redis: redis.Redis | None = None
         self._redis_lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
@@ -61,10 +63,13 @@ class PrimerCache:
 
     # ---- the one call --------------------------------------------------------------------
     def get(self, query: PrimerQuery, loader: Loader) -> Response:
-        key = self._path.key_of(query)
-        l1 = self._l1
-        if l1 is not None:
-            hit = l1.get(key)
+        try:
+            key = query._keys[self._key_memo]  # the hot path: a key built before
+        except (KeyError, AttributeError):
+            key = self._path.key_of(query)  # builds it, or ValueError for a non-query
+        l1_get = self._l1_get
+        if l1_get is not None:
+            hit = l1_get(key)
             if hit is not None:
                 return hit
         started = time.perf_counter()

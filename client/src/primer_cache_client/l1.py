@@ -55,20 +55,18 @@ class L1:
 
     def get(self, key: str) -> dict[str, Any] | None:
         with self._lock:
-            if not self._trusted:
+            entry = self._data.get(key)  # empty whenever not trusted
+            if entry is not None and entry[1] > self._clock():
+                self._data.move_to_end(key)
+                self.hits += 1
+                return entry[0]
+            if entry is not None:
+                del self._data[key]  # past its TTL
+            if self._trusted:
+                self.misses += 1
+            else:
                 self.bypassed += 1
-                return None
-            entry = self._data.get(key)
-            if entry is None:
-                self.misses += 1
-                return None
-            if entry[1] <= self._clock():
-                del self._data[key]
-                self.misses += 1
-                return None
-            self._data.move_to_end(key)
-            self.hits += 1
-            return entry[0]
+            return None
 
     def begin(self, key: str) -> Ticket | None:
         """Call before sending the read whose reply may be stored; None: it may not be."""

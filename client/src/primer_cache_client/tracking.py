@@ -144,13 +144,17 @@ class Tracker:
     # ---- threads -------------------------------------------------------------------------
     def _supervise(self) -> None:
         """Start a channel thread per primary; restart all when the primaries change."""
+        unreachable = False
         while not self._stop.is_set():
             try:
                 nodes = self._list_nodes()
             except (redis.RedisError, OSError) as exc:
-                log.warning("primer cache: cannot list Redis primaries: %s", exc)
+                if not unreachable:  # one line per outage, not one per retry
+                    log.warning("primer cache: cannot reach Redis to track: %s", exc)
+                unreachable = True
                 self._stop.wait(self._retry_interval_s)
                 continue
+            unreachable = False
             self._restart.clear()
             with self._lock:
                 self._expected = {name for name, _ in nodes}
