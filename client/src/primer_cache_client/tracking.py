@@ -201,6 +201,9 @@ class Tracker:
             except (redis.RedisError, OSError, ValueError) as exc:
                 if not self._stop.is_set() and not self._restart.is_set():
                     log.info("primer cache: tracking channel to %s: %s", name, exc)
+            except RuntimeError as exc:  # no push hook in this redis-py: the L1 stays off
+                log.error("primer cache: %s; the L1 is not used", exc)
+                return
             finally:
                 self._channel_down(name)
                 conn.disconnect()
