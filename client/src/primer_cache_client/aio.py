@@ -66,13 +66,23 @@ class AsyncPrimerCache:
         started = time.perf_counter()
         try:
             flight = self._flights.get(key)
-            if flight is not None:
+            while flight is not None:
                 self._path.counters.add("single_flight_waits")
-                return await asyncio.shield(flight)
+                try:
+                    return await asyncio.shield(flight)
+                except asyncio.CancelledError:
+                    # The first reader was cancelled, not this one: read in its place.
+                    task = asyncio.current_task()
+                    if not flight.cancelled() or (task is not None and task.cancelling()):
+                        raise
+                flight = self._flights.get(key)
             flight = asyncio.get_running_loop().create_future()
             self._flights[key] = flight
             try:
                 result = await self._read_through(key, query, loader)
+            except asyncio.CancelledError:
+                flight.cancel()
+                raise
             except BaseException as exc:
                 flight.set_exception(exc)
                 flight.exception()  # retrieved: no "never retrieved" warning without waiters

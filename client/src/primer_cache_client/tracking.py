@@ -139,7 +139,9 @@ class Tracker:
         if keys is None:
             self._l1.flush()
             return
-        self._l1.invalidate(k.decode() if isinstance(k, bytes) else str(k) for k in keys)
+        self._l1.invalidate(
+            k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else str(k) for k in keys
+        )
 
     # ---- threads -------------------------------------------------------------------------
     def _supervise(self) -> None:
@@ -223,7 +225,9 @@ class Tracker:
         set_handler(self._on_push)
         conn.send_command("CLIENT", "ID")
         conn._primer_client_id = int(conn.read_response())  # type: ignore[attr-defined]
-        conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self._prefix)
+        # An empty prefix (keys without one) tracks every key.
+        prefix = ("PREFIX", self._prefix) if self._prefix else ()
+        conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", *prefix)
         reply = conn.read_response()
         if reply not in (b"OK", "OK"):
             raise redis.ResponseError(f"CLIENT TRACKING answered {reply!r}")
