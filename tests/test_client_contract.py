@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import primer_cache_client.functions as client_functions
@@ -153,3 +156,21 @@ def test_unknown_fields_never_pass(arguments: dict) -> None:
     if set(arguments) - set(FIELDS):
         with pytest.raises(ValueError, match="unknown field"):
             PrimerQuery.from_arguments(**arguments)
+
+
+def test_the_client_stands_alone() -> None:
+    """Its only hard dependency is redis, and importing it pulls in none of the sidecar's
+    packages, celery or the binlog library (run from outside the repository)."""
+    meta = tomllib.loads((ROOT / "client" / "pyproject.toml").read_text())["project"]
+    assert [re.split(r"[<>=\[ ]", d)[0] for d in meta["dependencies"]] == ["redis"]
+    check = (
+        "import sys, primer_cache_client\n"
+        "from primer_cache_client import PrimerCache, AsyncPrimerCache, PrimerQuery\n"
+        "bad = {'config', 'core', 'adapters', 'worker', 'tasks', 'cli', 'celery', 'kombu',\n"
+        "       'pymysqlreplication', 'pymysql', 'prometheus_client'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check], cwd="/", capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr

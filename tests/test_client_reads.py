@@ -239,3 +239,21 @@ def test_async_redis_unreachable_answers_from_the_loader() -> None:
 
     stats = asyncio.run(main())
     assert db.calls == 2 and stats["cache_faults"] == 2
+
+
+def test_over_tls_reads_fill_and_tracking_work(services: dict[str, str]) -> None:
+    """rediss:// (the private TLS-only Redis): the tracking connections are made like the
+    reading ones, certificates included."""
+    url = services.get("PRIMER_REDIS_TLS_URL")
+    assert url, "PRIMER_REDIS_TLS_URL is not set (run `make services`)"
+    admin = redis.Redis.from_url(url)
+    leases.load_library(admin)
+    prefix = fresh_prefix()
+    db = Database()
+    with cleaned(admin, prefix), PrimerCache(url, prefix=prefix) as cache:
+        assert cache.tracking.wait_established(10), "tracking over TLS"
+        for _ in range(3):
+            assert version_of(cache.get(QUERY, db.load)) == 1
+        stats = cache.stats()
+        assert db.calls == 1 and stats["fills"] == 1 and stats["cache_faults"] == 0
+    admin.close()
