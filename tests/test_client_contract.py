@@ -21,7 +21,7 @@ import primer_cache_client.values as client_values
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from primer_cache_client import PrimerQuery
+from primer_cache_client import PrimerCache, PrimerQuery
 from primer_cache_client.query import FIELDS
 
 import adapters.lease_library
@@ -174,3 +174,19 @@ def test_the_client_stands_alone() -> None:
         [sys.executable, "-c", check], cwd="/", capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"l1_size": 0}, "l1_size"),
+        ({"ttl_s": "3600"}, "ttl_s"),
+        ({"busy_wait_s": -1}, "busy_wait_s"),
+        ({"prefix": "a{b"}, "prefix"),
+        ({"l1_sise": 10}, "l1_sise"),
+    ],
+)
+def test_bad_cache_options_name_their_field(options: dict, field: str) -> None:
+    """Before any connection: the URL points nowhere."""
+    with pytest.raises(ValueError, match=rf"^{re.escape(field)}\b"):
+        PrimerCache("redis://127.0.0.1:1/0", **options)

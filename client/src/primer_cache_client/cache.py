@@ -43,7 +43,7 @@ class PrimerCache:
     them as read-only."""
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
-        self._options = Options(url=url or url_from_env(), **options)
+        self._options = Options.build(url or url_from_env(), options)
         self._path = ReadPath(self._options)
         self._l1 = self._path.l1 if self._options.l1 else None
         self._l1_get = self._l1.get if self._l1 is not None else None

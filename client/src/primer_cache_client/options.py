@@ -54,6 +54,15 @@ class Options:
             raise ValueError(f"prefix: {self.prefix!r} holds '{{'")
         KeyFormat(self.prefix, self.key_template)  # a bad template fails here, not per read
 
+    @classmethod
+    def build(cls, url: str, options: dict[str, Any]) -> Options:
+        """From a cache's keyword arguments; ValueError naming an unknown one."""
+        known = set(cls.__dataclass_fields__) - {"url"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"{unknown[0]}: unknown option (known: {', '.join(sorted(known))})")
+        return cls(url=url, **options)
+
     def connection_kwargs(self) -> dict[str, Any]:
         """Bounded, no retries: a fault goes to the loader at once, not after a backoff."""
         return {
