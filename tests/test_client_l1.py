@@ -4,6 +4,7 @@ tracking connection or a restarted Redis empties and bypasses it until tracking 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,32 @@ def test_redis_restarted_empties_and_bypasses_the_l1(tmp_path: Path) -> None:
             assert stats["fills"] >= 2, stats  # filled again after the restart
     finally:
         server.stop()
+
+
+def test_a_forked_child_does_not_trust_the_l1_it_inherited(
+    services: dict[str, str], redis_client: redis.Redis, prefix: str
+) -> None:
+    """A pre-forking server (the cache made before the fork): the child has none of the
+    parent's tracking threads, so its copy of the L1 is emptied and it tracks on its own."""
+    db = Database()
+    key = QUERY.key(prefix)
+    with PrimerCache(services["PRIMER_REDIS_URL"], prefix=prefix) as cache:
+        _established(cache)
+        in_l1(cache, QUERY, db.load)
+        pid = os.fork()
+        if pid == 0:  # the child: report through the exit status only
+            code = 1
+            try:
+                assert cache._path.l1.get(key) is None  # the inherited copy is gone
+                assert cache.tracking.wait_established(10)  # its own tracking
+                db.version = 2
+                redis_client.connection_pool.reset()
+                leases.invalidate(redis_client, [[key.encode()]], "IDLETIME", 0, 1)
+                wait_for(lambda: version_of(cache.get(QUERY, db.load)) == 2, timeout=10)
+                in_l1(cache, QUERY, db.load)  # and its L1 works
+                code = 0
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert cache.tracking.established  # the parent's tracking is untouched

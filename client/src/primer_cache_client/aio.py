@@ -45,6 +45,7 @@ class AsyncPrimerCache:
         self._redis: Any = None
         self._redis_lock = asyncio.Lock()
         self._flights: dict[str, asyncio.Future[Response]] = {}
+        self._path.on_fork(self._after_fork)
         self._path.start_tracking()
         if self._options.metrics:
             stats_mod.export(self)
@@ -209,6 +210,12 @@ class AsyncPrimerCache:
             return result
         finally:
             self._path.counters.loader(time.perf_counter() - started)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent's connections and futures are not this process's."""
+        self._flights = {}
+        self._redis = None
+        self._redis_lock = asyncio.Lock()
 
     def stats(self) -> dict[str, Any]:
         return self._path.stats()

@@ -52,6 +52,7 @@ class PrimerCache:
         self._redis_lock = threading.Lock()
         self._flights: dict[str, _Flight] = {}
         self._flights_lock = threading.Lock()
+        self._path.on_fork(self._after_fork)
         self._path.start_tracking()
         if self._options.metrics:
             stats_mod.export(self)
@@ -218,6 +219,11 @@ class PrimerCache:
             return loader(query)
         finally:
             self._path.counters.loader(time.perf_counter() - started)
+
+    def _after_fork(self) -> None:
+        self._flights = {}
+        self._flights_lock = threading.Lock()
+        self._redis_lock = threading.Lock()
 
     # ---- the rest ------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

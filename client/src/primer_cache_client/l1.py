@@ -46,6 +46,11 @@ class L1:
         self.evictions = 0
         self.flushes = 0
 
+    def reset_lock(self) -> None:
+        """In a forked child: the lock may have been held by a thread that is not there."""
+        self._lock = threading.Lock()
+        self._pending.clear()
+
     @property
     def trusted(self) -> bool:
         return self._trusted

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +27,19 @@ log = logging.getLogger("primer_cache_client")
 FAULTS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, ValueError)
 
 
+# Caches alive in this process: a forked child gets none of their threads (the tracking
+# connections' readers), so each is reset there (see ReadPath.after_fork).
+_live: weakref.WeakSet[ReadPath] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for path in list(_live):
+        path.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 class ReadPath:
     """State of one cache: its options, L1, tracker and counters (no Redis calls on reads)."""
 
@@ -39,6 +54,27 @@ class ReadPath:
         self._tracker: Tracker | None = None
         self._tracker_lock = threading.Lock()
         self._warned: set[str] = set()
+        self._fork_hooks: list[Callable[[], None]] = []
+        _live.add(self)
+
+    def on_fork(self, hook: Callable[[], None]) -> None:
+        """Run `hook` in a forked child (the cache resets its own locks and in-flight reads)."""
+        self._fork_hooks.append(hook)
+
+    def after_fork(self) -> None:
+        """In a forked child: the parent's tracking threads did not come along, so the L1
+        copied from the parent can no longer be kept exact. Empty and distrust it (its lock
+        may have been held by a parent thread at the fork), and track again."""
+        self.l1.reset_lock()
+        self.l1.distrust()
+        self._tracker = None
+        self._tracker_lock = threading.Lock()
+        self._topology = None  # its pool belongs to the parent
+        self.counters.reset_lock()
+        for hook in self._fork_hooks:
+            hook()
+        if not self._closed:
+            self.start_tracking()
 
     # ---- query and key -------------------------------------------------------------------
     def key_of(self, query: PrimerQuery) -> str:

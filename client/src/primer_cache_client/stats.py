@@ -42,6 +42,9 @@ class Counters:
         self.latency_counts = [0] * (len(LATENCY_BUCKETS_S) + 1)
         self.latency_sum = 0.0
 
+    def reset_lock(self) -> None:
+        self._lock = threading.Lock()
+
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             self.values[name] += n
