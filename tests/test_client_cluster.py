@@ -14,6 +14,7 @@ from redis.cluster import RedisCluster
 from adapters import leases
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 from tests.services import wait_for
+from tests.test_client_redis_limits import ACL_RULES
 
 CANDIDATES = [PrimerQuery(include_categories=(f"c{n}",)) for n in range(60)]
 
@@ -102,3 +103,42 @@ def test_killed_tracking_on_one_primary_bypasses_the_l1(
     assert cache._path.l1.get(key) is None
     assert cache.tracking.wait_established(20), "tracking back on every primary"
     _in_l1(cache, query, db)
+
+
+# The client README's cluster additions to its ACL user (keep them the same).
+CLUSTER_ACL_RULES = [
+    "+cluster|slots",
+    "+cluster|shards",
+    "+cluster|nodes",
+    "+command",
+    "+role",
+    "+asking",
+]
+
+
+def test_the_readme_acl_user_is_enough_on_the_cluster(
+    services: dict[str, str], cluster_client: redis.Redis, prefix: str
+) -> None:
+    """The README's user, on every node of the private cluster (removed afterwards)."""
+    cluster: RedisCluster = cluster_client  # type: ignore[assignment]
+    user = f"primer-acl-{prefix.split(':')[1]}"
+    rules = [r.replace("~megamind:primer:", f"~{prefix}") for r in ACL_RULES] + CLUSTER_ACL_RULES
+    nodes = cluster.get_nodes()
+    for node in nodes:
+        cluster.get_redis_connection(node).execute_command("ACL", "SETUSER", user, *rules)
+    try:
+        host = services["PRIMER_REDIS_CLUSTER_URL"].split("//", 1)[1]
+        url = f"redis://{user}:primer-secret@{host}"
+        queries = _spread(cluster, prefix)
+        db = Database()
+        with PrimerCache(url, prefix=prefix, ping_interval_s=0.2) as cache:
+            assert cache.tracking.wait_established(20), "tracking with the ACL user"
+            for query in queries:
+                cache.get(query, db.load)  # lease, load, fill
+                _in_l1(cache, query, db)  # a Redis hit, then the L1
+            stats = cache.stats()
+        assert stats["cache_faults"] == 0, stats
+        assert stats["fills"] == len(queries) and db.calls == len(queries)
+    finally:
+        for node in nodes:
+            cluster.get_redis_connection(node).execute_command("ACL", "DELUSER", user)

@@ -73,19 +73,29 @@ class Options:
 
 
 def is_cluster(url: str, options: Options) -> bool:
-    """Whether the Redis at `url` is a cluster node (INFO cluster, else CLUSTER MYID)."""
+    """Whether the Redis at `url` is a cluster node: CLUSTER MYID answers on a cluster and
+    fails with "cluster support disabled" on a single node (INFO cluster when not allowed)."""
     if options.cluster is not None:
         return options.cluster
     probe = redis.Redis.from_url(url, **options.connection_kwargs())
     try:
         try:
+            probe.execute_command("CLUSTER", "MYID")
+        except redis.exceptions.NoPermissionError:
+            pass
+        except redis.ResponseError:  # "cluster support disabled"
+            return False
+        else:
+            return True
+        try:
             return bool(probe.info("cluster").get("cluster_enabled"))
         except redis.exceptions.NoPermissionError:
-            try:
-                probe.execute_command("CLUSTER", "MYID")
-            except redis.ResponseError:
-                return False
-            return True
+            # Guessing would be wrong one way or the other (a cluster read as one node fails
+            # every read with MOVED): say what to do, once per fault kind.
+            raise redis.exceptions.NoPermissionError(
+                "cannot tell whether this Redis is a cluster: grant the ACL user "
+                "+cluster|myid, or pass cluster=True or cluster=False"
+            ) from None
     finally:
         probe.close()
 
