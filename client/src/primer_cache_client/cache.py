@@ -30,10 +30,14 @@ Loader = Callable[[PrimerQuery], Response]
 
 
 class _Flight:
+    """One read in progress. Its lock is held by the reader doing the read until it is done;
+    the readers waiting for it take and give back the lock (cheaper than an Event)."""
+
     __slots__ = ("done", "error", "result")
 
     def __init__(self) -> None:
-        self.done = threading.Event()
+        self.done = threading.Lock()
+        self.done.acquire()
         self.result: Response | None = None
         self.error: BaseException | None = None
 
@@ -87,7 +91,8 @@ class PrimerCache:
                 flight = self._flights[key] = _Flight()
         if not leader:
             self._path.counters.add("single_flight_waits")
-            flight.done.wait()
+            with flight.done:
+                pass
             if flight.error is not None:
                 raise flight.error
             assert flight.result is not None
@@ -101,7 +106,7 @@ class PrimerCache:
         finally:
             with self._flights_lock:
                 del self._flights[key]
-            flight.done.set()
+            flight.done.release()
 
     def _read_through(self, key: str, query: PrimerQuery, loader: Loader) -> Response:
         path, options, counters = self._path, self._options, self._path.counters

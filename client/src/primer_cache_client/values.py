@@ -29,7 +29,7 @@ def decode(value: bytes | str) -> dict:
         except zlib.error as exc:
             raise ValueError(f"cached value is neither JSON nor zlib: {exc}") from None
     try:
-        doc = json.loads(value)
+        doc = json.loads(value.decode("utf-8"))  # str: json skips guessing the encoding
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"cached value is not JSON: {exc}") from None
     if not isinstance(doc, dict):
