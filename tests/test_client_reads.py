@@ -257,3 +257,111 @@ def test_over_tls_reads_fill_and_tracking_work(services: dict[str, str]) -> None
         stats = cache.stats()
         assert db.calls == 1 and stats["fills"] == 1 and stats["cache_faults"] == 0
     admin.close()
+
+
+class ReadThenWait(Database):
+    """A loader that reads its rows first, then waits for the gate: a change can land between
+    the rows it read and the fill."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.loading = threading.Event()
+
+    def load(self, query: PrimerQuery) -> dict:
+        response = super().load(query)
+        if self.calls == 1:
+            self.loading.set()
+            assert self.gate.wait(30), "the gate never opened"
+        return response
+
+
+def test_waiters_do_not_take_an_answer_whose_rows_changed_while_loading(
+    services: dict[str, str], redis_client: redis.Redis, prefix: str
+) -> None:
+    """The first reader loads version 1 and is held; another request joins it; the rows
+    change and the sidecar revokes the lease. The first reader's fill is refused and it
+    answers what it read (current when it read it); the one waiting reads again: version 2."""
+    db = ReadThenWait()
+    key = QUERY.key(prefix)
+    with PrimerCache(services["PRIMER_REDIS_URL"], prefix=prefix) as cache:
+        assert cache.tracking.wait_established(10)
+        got: dict[str, dict] = {}
+        first = threading.Thread(target=lambda: got.update(first=cache.get(QUERY, db.load)))
+        first.start()
+        assert db.loading.wait(20)
+        waiter = threading.Thread(target=lambda: got.update(waiter=cache.get(QUERY, db.load)))
+        waiter.start()
+        wait_for(lambda: cache.stats()["single_flight_waits"] == 1, timeout=20, what="joined")
+        db.version = 2
+        leases.invalidate(redis_client, [[key.encode()]], "IDLETIME", 0, 1)  # revokes
+        db.gate.set()
+        first.join(30)
+        waiter.join(30)
+        assert version_of(got["first"]) == 1 and version_of(got["waiter"]) == 2
+        assert cache.stats()["refused_fills"] == 1 and db.calls == 2
+
+
+def test_async_waiters_do_not_take_an_answer_whose_rows_changed_while_loading(
+    services: dict[str, str], redis_client: redis.Redis, prefix: str
+) -> None:
+    db = Database()
+    key = QUERY.key(prefix)
+
+    async def main() -> tuple[dict, dict, dict]:
+        gate = asyncio.Event()
+        loading = asyncio.Event()
+
+        async def load(query: PrimerQuery) -> dict:
+            response = db.load(query)
+            if db.calls == 1:
+                loading.set()
+                await gate.wait()
+            return response
+
+        async with AsyncPrimerCache(services["PRIMER_REDIS_URL"], prefix=prefix) as cache:
+            first = asyncio.create_task(cache.get(QUERY, load))
+            await loading.wait()
+            waiter = asyncio.create_task(cache.get(QUERY, load))
+            deadline = time.monotonic() + 20
+            while cache.stats()["single_flight_waits"] < 1:
+                assert time.monotonic() < deadline, "the second request never joined"
+                await asyncio.sleep(0.005)
+            db.version = 2
+            leases.invalidate(redis_client, [[key.encode()]], "IDLETIME", 0, 1)
+            gate.set()
+            return await first, await waiter, cache.stats()
+
+    first, waiter, stats = asyncio.run(main())
+    assert version_of(first) == 1 and version_of(waiter) == 2
+    assert stats["refused_fills"] == 1 and db.calls == 2
+
+
+def test_a_request_after_an_invalidation_does_not_join_the_read_before_it(
+    services: dict[str, str], redis_client: redis.Redis, prefix: str
+) -> None:
+    """A read in progress whose key is invalidated meanwhile (here: a value written and
+    deleted under it) is not joined by requests that come after: they read anew."""
+    db = ReadThenWait()
+    key = QUERY.key(prefix)
+    with PrimerCache(services["PRIMER_REDIS_URL"], prefix=prefix) as cache:
+        assert cache.tracking.wait_established(10)
+        got: dict[str, dict] = {}
+        first = threading.Thread(target=lambda: got.update(first=cache.get(QUERY, db.load)))
+        first.start()
+        assert db.loading.wait(20)
+        before = cache.tracking.invalidation_messages
+        db.version = 2
+        redis_client.set(key, b"{}", ex=60)  # the key changes under the read in progress
+        redis_client.unlink(key)
+        wait_for(lambda: cache.tracking.invalidation_messages >= before + 2, timeout=10,
+                 what="the invalidations")  # fmt: skip
+        later = threading.Thread(target=lambda: got.update(later=cache.get(QUERY, db.load)))
+        later.start()
+        try:  # it does not wait for the held read
+            wait_for(lambda: "later" in got, timeout=10, what="the later request's answer")
+        finally:
+            db.gate.set()
+            first.join(30)
+            later.join(30)
+        assert version_of(got["later"]) == 2 and version_of(got["first"]) == 1

@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 
 from primer_cache_client import stats as stats_mod
 from primer_cache_client.functions import FILL, READ, RELEASE, Answer, parse_answer
+from primer_cache_client.l1 import Ticket
 from primer_cache_client.options import Options, url_from_env
 from primer_cache_client.query import PrimerQuery
 from primer_cache_client.readpath import FAULTS, ReadPath
@@ -44,7 +45,8 @@ class AsyncPrimerCache:
         self._key_memo = (self._options.prefix, self._options.key_template)
         self._redis: Any = None
         self._redis_lock = asyncio.Lock()
-        self._flights: dict[str, asyncio.Future[Response]] = {}
+        self._flights: dict[str, asyncio.Future[tuple[Response, bool]]] = {}
+        self._tickets: dict[str, Ticket | None] = {}  # the L1 ticket of each flight's read
         self._path.on_fork(self._after_fork)
         self._path.start_tracking()
         if self._options.metrics:
@@ -66,21 +68,28 @@ class AsyncPrimerCache:
                 return hit
         started = time.perf_counter()
         try:
-            flight = self._flights.get(key)
+            l1 = self._l1
+            flight = self._joinable(key)
             while flight is not None:
                 self._path.counters.add("single_flight_waits")
                 try:
-                    return await asyncio.shield(flight)
+                    result, shareable = await asyncio.shield(flight)
+                    if shareable:
+                        return result
+                    # its rows changed while it loaded them: read again, after the change
                 except asyncio.CancelledError:
                     # The first reader was cancelled, not this one: read in its place.
                     task = asyncio.current_task()
                     if not flight.cancelled() or (task is not None and task.cancelling()):
                         raise
-                flight = self._flights.get(key)
+                flight = self._joinable(key)
             flight = asyncio.get_running_loop().create_future()
             self._flights[key] = flight
+            ticket = l1.begin(key) if l1 is not None else None
+            self._tickets[key] = ticket
+            share = [True]  # False: the answer is this reader's alone (see _fill)
             try:
-                result = await self._read_through(key, query, loader)
+                result = await self._read_through(key, query, loader, ticket, share)
             except asyncio.CancelledError:
                 flight.cancel()
                 raise
@@ -89,20 +98,38 @@ class AsyncPrimerCache:
                 flight.exception()  # retrieved: no "never retrieved" warning without waiters
                 raise
             else:
-                flight.set_result(result)
+                flight.set_result((result, share[0]))
                 return result
             finally:
-                del self._flights[key]
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
+                    del self._tickets[key]
         finally:
             self._path.counters.latency(time.perf_counter() - started)
 
-    async def _read_through(self, key: str, query: PrimerQuery, loader: AsyncLoader) -> Response:
+    def _joinable(self, key: str) -> asyncio.Future[tuple[Response, bool]] | None:
+        """The read in progress for `key`, unless an invalidation of the key has arrived
+        since it began (its answer may predate a change this request began after)."""
+        flight = self._flights.get(key)
+        if flight is None or self._l1 is None:
+            return flight
+        return flight if self._l1.unchanged(key, self._tickets.get(key)) else None
+
+    async def _read_through(
+        self,
+        key: str,
+        query: PrimerQuery,
+        loader: AsyncLoader,
+        ticket: Ticket | None,
+        share: list[bool],
+    ) -> Response:
         path, options, counters = self._path, self._options, self._path.counters
+        l1 = self._l1
         if path.redis_skipped():
             counters.add("cache_faults")
+            if l1 is not None:
+                l1.finish(key, ticket, None)
             return await self._load(query, loader)
-        l1 = self._l1
-        ticket = l1.begin(key) if l1 is not None else None
         keep: Response | None = None
         try:
             deadline: float | None = None
@@ -128,7 +155,8 @@ class AsyncPrimerCache:
                 if answer.kind == "lease":
                     counters.add("redis_misses")
                     response = await self._load(query, loader)
-                    await self._fill(key, answer.payload, response)
+                    if not await self._fill(key, answer.payload, response):
+                        share[0] = False  # waiters may have come after the change
                     return response
                 now = time.monotonic()
                 if deadline is None:
@@ -174,20 +202,22 @@ class AsyncPrimerCache:
     async def _fcall_read(self, key: str) -> Answer:
         return parse_answer(await self._fcall(READ, key, self._options.lease_ms))
 
-    async def _fill(self, key: str, token: bytes, response: Response) -> None:
+    async def _fill(self, key: str, token: bytes, response: Response) -> bool:
+        """Fill under the lease; False when refused (the rows changed while loading)."""
         try:
             value = encode(response, compression=self._options.compression)
         except (TypeError, ValueError) as exc:
             self._path.fault(exc, "encode")
             await self._release(key, token)
-            return
+            return True
         try:
             written = await self._fcall(FILL, key, token, value, self._options.ttl_s)
         except FAULTS as exc:
             self._path.fault(exc, FILL)
             await self._release(key, token)
-            return
+            return True
         self._path.counters.add("fills" if written else "refused_fills")
+        return bool(written)
 
     async def _release(self, key: str, token: bytes) -> None:
         with contextlib.suppress(*FAULTS):  # else the lease runs out by itself after lease_ms
@@ -214,6 +244,7 @@ class AsyncPrimerCache:
     def _after_fork(self) -> None:
         """In a forked child: the parent's connections and futures are not this process's."""
         self._flights = {}
+        self._tickets = {}
         self._redis = None
         self._redis_lock = asyncio.Lock()
 

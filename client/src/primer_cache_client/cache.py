@@ -20,6 +20,7 @@ import redis
 
 from primer_cache_client import stats as stats_mod
 from primer_cache_client.functions import FILL, READ, RELEASE, Answer, parse_answer
+from primer_cache_client.l1 import Ticket
 from primer_cache_client.options import Options, sync_client, url_from_env
 from primer_cache_client.query import PrimerQuery
 from primer_cache_client.readpath import FAULTS, ReadPath
@@ -33,13 +34,15 @@ class _Flight:
     """One read in progress. Its lock is held by the reader doing the read until it is done;
     the readers waiting for it take and give back the lock (cheaper than an Event)."""
 
-    __slots__ = ("done", "error", "result")
+    __slots__ = ("done", "error", "result", "shareable", "ticket")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
         self.done.acquire()
         self.result: Response | None = None
         self.error: BaseException | None = None
+        self.ticket: Ticket | None = None
+        self.shareable = True  # False: its answer is its reader's alone (see _fill)
 
 
 class PrimerCache:
@@ -84,37 +87,54 @@ class PrimerCache:
             self._path.counters.latency(time.perf_counter() - started)
 
     def _single_flight(self, key: str, query: PrimerQuery, loader: Loader) -> Response:
-        with self._flights_lock:
-            flight = self._flights.get(key)
-            leader = flight is None
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-        if not leader:
+        l1 = self._l1
+        while True:
+            with self._flights_lock:
+                flight = self._flights.get(key)
+                # Join a read in progress only if no invalidation of the key has arrived since
+                # it began: its answer may predate a change this request began after.
+                if flight is not None and (l1 is None or l1.unchanged(key, flight.ticket)):
+                    leader = False
+                else:
+                    leader = True
+                    flight = self._flights[key] = _Flight()
+                    flight.ticket = l1.begin(key) if l1 is not None else None
+            if leader:
+                break
             self._path.counters.add("single_flight_waits")
             with flight.done:
                 pass
             if flight.error is not None:
                 raise flight.error
-            assert flight.result is not None
-            return flight.result
+            if flight.shareable:
+                assert flight.result is not None
+                return flight.result
+            # its rows changed while it loaded them: read again, after the change
         try:
-            flight.result = self._read_through(key, query, loader)
+            flight.result = self._read_through(key, query, loader, flight)
             return flight.result
         except BaseException as exc:
             flight.error = exc
             raise
         finally:
             with self._flights_lock:
-                del self._flights[key]
+                if self._flights.get(key) is flight:
+                    del self._flights[key]
             flight.done.release()
 
-    def _read_through(self, key: str, query: PrimerQuery, loader: Loader) -> Response:
+    def _read_through(
+        self, key: str, query: PrimerQuery, loader: Loader, flight: _Flight
+    ) -> Response:
+        """The read behind an L1 miss; the flight's ticket (taken before anything is sent)
+        decides whether its Redis hit may enter the L1."""
+        ticket = flight.ticket
         path, options, counters = self._path, self._options, self._path.counters
+        l1 = self._l1
         if path.redis_skipped():
             counters.add("cache_faults")
+            if l1 is not None:
+                l1.finish(key, ticket, None)
             return self._load(query, loader)
-        l1 = self._l1
-        ticket = l1.begin(key) if l1 is not None else None
         keep: Response | None = None
         try:
             deadline: float | None = None
@@ -140,7 +160,8 @@ class PrimerCache:
                 if answer.kind == "lease":
                     counters.add("redis_misses")
                     response = self._load(query, loader)
-                    self._fill(key, answer.payload, response)
+                    if not self._fill(key, answer.payload, response):
+                        flight.shareable = False  # those waiting may have come after the change
                     return response
                 # busy: another process (or the sidecar's refresh) is filling this key
                 now = time.monotonic()
@@ -190,21 +211,24 @@ class PrimerCache:
     def _fcall_read(self, key: str) -> Answer:
         return parse_answer(self._fcall(READ, key, self._options.lease_ms))
 
-    def _fill(self, key: str, token: bytes, response: Response) -> None:
+    def _fill(self, key: str, token: bytes, response: Response) -> bool:
+        """Fill under the lease; False when the fill was refused: the lease was revoked, so
+        the rows changed while they were being loaded."""
         counters = self._path.counters
         try:
             value = encode(response, compression=self._options.compression)
         except (TypeError, ValueError) as exc:
             self._path.fault(exc, "encode")
             self._release(key, token)
-            return
+            return True
         try:
             written = self._fcall(FILL, key, token, value, self._options.ttl_s)
         except FAULTS as exc:
             self._path.fault(exc, FILL)
             self._release(key, token)  # a full noeviction Redis: let the next reader try
-            return
+            return True
         counters.add("fills" if written else "refused_fills")
+        return bool(written)
 
     def _release(self, key: str, token: bytes) -> None:
         with contextlib.suppress(*FAULTS):  # else the lease runs out by itself after lease_ms

@@ -84,6 +84,20 @@ class L1:
             pending[0] += 1
             return Ticket(self._epoch, pending[1])
 
+    def unchanged(self, key: str, ticket: Ticket | None) -> bool:
+        """No invalidation of `key` (nor any tracking change) since `ticket` was taken, whose
+        read is still in progress. With no ticket (tracking down) nothing is known: True, so
+        that concurrent misses still share one read (as without an L1)."""
+        if ticket is None:
+            return True
+        with self._lock:
+            pending = self._pending.get(key)
+            return (
+                pending is not None
+                and self._epoch == ticket.epoch
+                and pending[1] == ticket.invalidations
+            )
+
     def finish(self, key: str, ticket: Ticket | None, value: dict[str, Any] | None) -> bool:
         """End the read begun with `ticket`: store `value` (None: nothing to store) when no
         invalidation of `key` and no tracking change came in between. True when stored."""

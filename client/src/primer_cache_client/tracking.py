@@ -129,7 +129,7 @@ class Tracker:
             was_trusted = self._l1.trusted
             self._up.discard(name)
         self._l1.distrust()
-        if was_trusted:
+        if was_trusted and not self._stop.is_set():
             self.drops += 1
             log.warning("primer cache: invalidation channel to %s lost; L1 bypassed", name)
 
