@@ -365,3 +365,29 @@ def test_a_request_after_an_invalidation_does_not_join_the_read_before_it(
             first.join(30)
             later.join(30)
         assert version_of(got["later"]) == 2 and version_of(got["first"]) == 1
+
+
+def test_a_load_without_a_lease_is_not_joined_by_later_requests(
+    services: dict[str, str], redis_client: redis.Redis, prefix: str
+) -> None:
+    """After `busy` runs out, the first reader loads without a lease: nothing would tell it of
+    a change, so a request that comes while it loads reads for itself."""
+    db = ReadThenWait()
+    key = QUERY.key(prefix)
+    assert leases.warm_lease(redis_client, key, 60_000)  # someone else is filling the key
+    with PrimerCache(services["PRIMER_REDIS_URL"], prefix=prefix, busy_wait_s=0.02) as cache:
+        got: dict[str, dict] = {}
+        first = threading.Thread(target=lambda: got.update(first=cache.get(QUERY, db.load)))
+        first.start()
+        assert db.loading.wait(20)  # it read version 1 and is held
+        db.version = 2
+        later = threading.Thread(target=lambda: got.update(later=cache.get(QUERY, db.load)))
+        later.start()
+        try:
+            wait_for(lambda: "later" in got, timeout=10, what="the later request's answer")
+        finally:
+            db.gate.set()
+            first.join(30)
+            later.join(30)
+        assert version_of(got["first"]) == 1 and version_of(got["later"]) == 2
+        assert cache.stats()["single_flight_waits"] == 0 and cache.stats()["busy_timeouts"] == 2

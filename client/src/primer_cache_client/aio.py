@@ -33,6 +33,18 @@ Response = dict[str, Any]
 AsyncLoader = Callable[[PrimerQuery], Awaitable[Response] | Response]
 
 
+class _Flight:
+    """One read in progress, which other tasks missing the same key may wait for."""
+
+    __slots__ = ("future", "joinable", "shareable", "ticket")
+
+    def __init__(self, future: asyncio.Future[Response]) -> None:
+        self.future = future
+        self.ticket: Ticket | None = None  # the L1 ticket of its read
+        self.shareable = True  # False: its answer is its reader's alone (see _fill)
+        self.joinable = True  # False: it loads without a lease (see _joinable)
+
+
 class AsyncPrimerCache:
     """The primer read path for asyncio servers. Responses are shared with the L1: treat them
     as read-only."""
@@ -45,8 +57,7 @@ class AsyncPrimerCache:
         self._key_memo = (self._options.prefix, self._options.key_template)
         self._redis: Any = None
         self._redis_lock = asyncio.Lock()
-        self._flights: dict[str, asyncio.Future[tuple[Response, bool]]] = {}
-        self._tickets: dict[str, Ticket | None] = {}  # the L1 ticket of each flight's read
+        self._flights: dict[str, _Flight] = {}
         self._path.on_fork(self._after_fork)
         self._path.start_tracking()
         if self._options.metrics:
@@ -68,61 +79,57 @@ class AsyncPrimerCache:
                 return hit
         started = time.perf_counter()
         try:
-            l1 = self._l1
             flight = self._joinable(key)
             while flight is not None:
                 self._path.counters.add("single_flight_waits")
                 try:
-                    result, shareable = await asyncio.shield(flight)
-                    if shareable:
+                    result = await asyncio.shield(flight.future)
+                    if flight.shareable:
                         return result
                     # its rows changed while it loaded them: read again, after the change
                 except asyncio.CancelledError:
                     # The first reader was cancelled, not this one: read in its place.
                     task = asyncio.current_task()
-                    if not flight.cancelled() or (task is not None and task.cancelling()):
+                    cancelled_here = task is not None and task.cancelling()
+                    if not flight.future.cancelled() or cancelled_here:
                         raise
                 flight = self._joinable(key)
-            flight = asyncio.get_running_loop().create_future()
+            flight = _Flight(asyncio.get_running_loop().create_future())
             self._flights[key] = flight
-            ticket = l1.begin(key) if l1 is not None else None
-            self._tickets[key] = ticket
-            share = [True]  # False: the answer is this reader's alone (see _fill)
+            flight.ticket = self._l1.begin(key) if self._l1 is not None else None
             try:
-                result = await self._read_through(key, query, loader, ticket, share)
+                result = await self._read_through(key, query, loader, flight)
             except asyncio.CancelledError:
-                flight.cancel()
+                flight.future.cancel()
                 raise
             except BaseException as exc:
-                flight.set_exception(exc)
-                flight.exception()  # retrieved: no "never retrieved" warning without waiters
+                flight.future.set_exception(exc)
+                flight.future.exception()  # retrieved: no warning when nobody waited
                 raise
             else:
-                flight.set_result((result, share[0]))
+                flight.future.set_result(result)
                 return result
             finally:
                 if self._flights.get(key) is flight:
                     del self._flights[key]
-                    del self._tickets[key]
         finally:
             self._path.counters.latency(time.perf_counter() - started)
 
-    def _joinable(self, key: str) -> asyncio.Future[tuple[Response, bool]] | None:
-        """The read in progress for `key`, unless an invalidation of the key has arrived
-        since it began (its answer may predate a change this request began after)."""
+    def _joinable(self, key: str) -> _Flight | None:
+        """The read in progress for `key`, unless it loads without a lease, or an
+        invalidation of the key has arrived since it began (its answer may predate a change
+        this request began after)."""
         flight = self._flights.get(key)
-        if flight is None or self._l1 is None:
+        if flight is None or not flight.joinable:
+            return None
+        if self._l1 is None or self._l1.unchanged(key, flight.ticket):
             return flight
-        return flight if self._l1.unchanged(key, self._tickets.get(key)) else None
+        return None
 
     async def _read_through(
-        self,
-        key: str,
-        query: PrimerQuery,
-        loader: AsyncLoader,
-        ticket: Ticket | None,
-        share: list[bool],
+        self, key: str, query: PrimerQuery, loader: AsyncLoader, flight: _Flight
     ) -> Response:
+        ticket = flight.ticket
         path, options, counters = self._path, self._options, self._path.counters
         l1 = self._l1
         if path.redis_skipped():
@@ -156,7 +163,7 @@ class AsyncPrimerCache:
                     counters.add("redis_misses")
                     response = await self._load(query, loader)
                     if not await self._fill(key, answer.payload, response):
-                        share[0] = False  # waiters may have come after the change
+                        flight.shareable = False  # waiters may have come after the change
                     return response
                 now = time.monotonic()
                 if deadline is None:
@@ -166,6 +173,7 @@ class AsyncPrimerCache:
                 left = deadline - now
                 if left <= 0 or answer.ms_left == 0:
                     counters.add("busy_timeouts")
+                    flight.joinable = False  # a load without a lease: no later request joins
                     return await self._load(query, loader)
                 await asyncio.sleep(min(options.busy_poll_s, left, answer.ms_left / 1000))
         finally:
@@ -244,7 +252,6 @@ class AsyncPrimerCache:
     def _after_fork(self) -> None:
         """In a forked child: the parent's connections and futures are not this process's."""
         self._flights = {}
-        self._tickets = {}
         self._redis = None
         self._redis_lock = asyncio.Lock()
 

@@ -34,7 +34,7 @@ class _Flight:
     """One read in progress. Its lock is held by the reader doing the read until it is done;
     the readers waiting for it take and give back the lock (cheaper than an Event)."""
 
-    __slots__ = ("done", "error", "result", "shareable", "ticket")
+    __slots__ = ("done", "error", "joinable", "result", "shareable", "ticket")
 
     def __init__(self) -> None:
         self.done = threading.Lock()
@@ -43,6 +43,7 @@ class _Flight:
         self.error: BaseException | None = None
         self.ticket: Ticket | None = None
         self.shareable = True  # False: its answer is its reader's alone (see _fill)
+        self.joinable = True  # False: it loads without a lease (no later request joins)
 
 
 class PrimerCache:
@@ -92,8 +93,13 @@ class PrimerCache:
             with self._flights_lock:
                 flight = self._flights.get(key)
                 # Join a read in progress only if no invalidation of the key has arrived since
-                # it began: its answer may predate a change this request began after.
-                if flight is not None and (l1 is None or l1.unchanged(key, flight.ticket)):
+                # it began, and it is not loading without a lease (nothing would tell it of a
+                # change): its answer may predate a change this request began after.
+                if (
+                    flight is not None
+                    and flight.joinable
+                    and (l1 is None or l1.unchanged(key, flight.ticket))
+                ):
                     leader = False
                 else:
                     leader = True
@@ -172,6 +178,7 @@ class PrimerCache:
                 left = deadline - now
                 if left <= 0 or answer.ms_left == 0:
                     counters.add("busy_timeouts")
+                    flight.joinable = False  # a load without a lease: no later request joins
                     return self._load(query, loader)
                 time.sleep(min(options.busy_poll_s, left, answer.ms_left / 1000))
         finally:
