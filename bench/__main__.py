@@ -6,6 +6,7 @@ Run one alone, with its own options: `python -m bench.bench_pipeline --help`.
 import sys
 
 from bench import (
+    bench_client,
     bench_cluster,
     bench_leases,
     bench_listener,
@@ -23,6 +24,7 @@ for bench in (
     bench_leases,
     bench_partitions,
     bench_cluster,
+    bench_client,
 ):
     print(f"\n===== {bench.__name__} =====", flush=True)
     sys.argv = [bench.__name__]
