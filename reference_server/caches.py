@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import redis.asyncio as aioredis
+from primer_cache_client import AsyncPrimerCache, PrimerQuery
 
 from config import Settings
 from config.query import ALL_LEVELS, Query
@@ -172,12 +173,11 @@ class ClientCache:
     name = "primer-cache"
 
     def __init__(self, settings: Settings, **options: Any) -> None:
-        from primer_cache_client import AsyncPrimerCache, PrimerQuery  # the library under test
-
-        self._query_type = PrimerQuery
-        self.client = AsyncPrimerCache.from_env(
+        # The sidecar's settings, so that both sides build the same keys and values.
+        self.client = AsyncPrimerCache(
             url=settings.redis_url,
             prefix=settings.key_prefix,
+            key_template=settings.key_template,
             compression=settings.compression,
             ttl_s=settings.ttl_seconds,
             **options,
@@ -185,7 +185,7 @@ class ClientCache:
 
     async def get(self, query: Query, loader: Loader) -> dict:
         level = query.enforcement_level
-        primer_query = self._query_type(
+        primer_query = PrimerQuery(
             include_categories=tuple(query.categories),
             priority_threshold=query.priority_threshold,
             enforcement_level=None if level == ALL_LEVELS else level,
@@ -199,7 +199,15 @@ class ClientCache:
         return await self.client.get(primer_query, load)
 
     def stats(self) -> dict[str, Any]:
-        return dict(self.client.stats())
+        stats = self.client.stats()
+        return {
+            "l1_hits": stats["l1"]["hits"],
+            "l1_misses": stats["l1"]["misses"],
+            "redis_hits": stats["redis"]["hits"],
+            "redis_misses": stats["redis"]["misses"],
+            "loader_calls": stats["loader_calls"],
+            "client": stats,
+        }
 
     async def aclose(self) -> None:
         await self.client.aclose()

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from primer_cache_client import PrimerQuery
+
 from config.query import ALL_LEVELS, ENFORCEMENT_LEVELS, FORBIDDEN_CATEGORY_CHARS, Query
 from reference_server.jsonrpc import invalid_params
 
@@ -91,6 +93,16 @@ def parse_arguments(arguments: Any) -> ToolCall:
     session_id = arguments.get("session_id")
     if session_id is not None and not isinstance(session_id, str):
         raise invalid_params("session_id", "must be a string or null")
+    try:  # the client library's own checks, the ones its keys rely on
+        PrimerQuery.from_arguments(
+            include_categories=categories,
+            priority_threshold=threshold,
+            enforcement_level=level,
+            limit=limit,
+        )
+    except ValueError as exc:
+        field, _, problem = str(exc).partition(": ")
+        raise invalid_params(field if field in QUERY_ARGUMENTS else "arguments", problem) from None
     query = Query(
         categories=categories,
         priority_threshold=float(threshold),

@@ -12,14 +12,16 @@ from typing import Any
 
 import pymysql
 import pytest
+import redis
 
 from adapters.primer_query import fresh_response
 from config import load_settings
 from config.query import Query
-from core.response import comparable
+from core.response import comparable, decode
 from reference_server.tool import TOOL_NAME
 from tests.reference_server import ServerProcess, start_server
 from tests.services import VENV_BIN, child_env, connect, scratch_database, unique, wait_for
+from tests.sidecar import Sidecar, isolated
 
 IGNORED = ("updated_at", "access_count", "last_accessed")
 
@@ -137,6 +139,7 @@ def test_unknown_tool(server: ServerProcess) -> None:
         ({"priority_threshold": "high"}, "priority_threshold"),
         ({"include_categories": "security"}, "include_categories"),
         ({"include_categories": ["a*b"]}, "include_categories"),
+        ({"include_categories": ["a{b}"]}, "include_categories"),  # the client's own check
         ({"format": "html"}, "format"),
         ({"enforcement_level": "must"}, "enforcement_level"),
         ({"session_id": 5}, "session_id"),
@@ -292,7 +295,7 @@ def test_two_processes_share_one_port(
     schema: tuple[dict[str, str], pymysql.Connection, Path],
 ) -> None:
     env, _, workdir = schema
-    proc = start_server(env, workdir, "none", 2)
+    proc = start_server(env, workdir, "primer-cache", 2)  # each with its own L1
     try:
         pids: set[int] = set()
 
@@ -328,3 +331,54 @@ def test_a_busy_port_is_one_clear_line(
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+# ---- end to end: a change, the sidecar, the server's next answer --------------------------
+
+
+@pytest.mark.parametrize("cache", ["primer-cache"])
+def test_answer_equals_the_database_after_a_change(
+    cache: str,
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A cached answer, a change committed, the sidecar's sweep: within a second the server
+    answers what the database holds (the seed's plan as written keeps the old answer for its
+    L1's 300 s: run with cache="seed" and this fails)."""
+    with isolated(Sidecar, services, mysql_params, redis_client, tmp_path) as car:
+        for n in range(6):
+            car.insert_chunk(f"s{n}", "security", f"0.{n}5", "required", title=f"S{n}")
+        car.start_worker()
+        car.start_listener()
+        car.sync()
+        proc = start_server(car.env, tmp_path, cache)
+        try:
+            query = Query(("security",))
+            arguments = {"include_categories": ["security"]}
+            first = proc.tool(**arguments)
+            assert comparable(first, IGNORED) == comparable(
+                fresh_response(car.conn, car.settings, query), IGNORED
+            )
+            # the server filled Redis with the sidecar's value format
+            key = car.keys.build(query)
+            stored = wait_for(lambda: redis_client.get(key), timeout=5, what=f"{key} filled")
+            assert comparable(decode(stored)) == comparable(first)
+            assert comparable(proc.tool(**arguments)) == comparable(first)  # served cached
+
+            car.execute(
+                "UPDATE megamind_chunks SET priority_score = 0.99, content = 'moved' "
+                "WHERE chunk_id = 's0'"
+            )
+            car.sync()
+            expected = comparable(fresh_response(car.conn, car.settings, query), IGNORED)
+            assert expected != comparable(first, IGNORED)
+            wait_for(
+                lambda: comparable(proc.tool(**arguments), IGNORED) == expected,
+                timeout=1.0,
+                interval=0.01,
+                what="the server's answer to equal the database's within 1 s of the sweep",
+            )
+        finally:
+            proc.stop()
