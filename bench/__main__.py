@@ -7,6 +7,7 @@ import sys
 
 from bench import (
     bench_cluster,
+    bench_http,
     bench_leases,
     bench_listener,
     bench_partitions,
@@ -23,6 +24,7 @@ for bench in (
     bench_leases,
     bench_partitions,
     bench_cluster,
+    bench_http,
 ):
     print(f"\n===== {bench.__name__} =====", flush=True)
     sys.argv = [bench.__name__]

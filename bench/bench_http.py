@@ -41,7 +41,7 @@ import statistics
 import time
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -93,6 +93,7 @@ SCENARIOS: tuple[dict[str, Any], ...] = (
         "params": {"include_categories": ["security", "development"], "limit": 50},
         "expected_response_time_ms": 15,
         "concurrent_users": 50,
+        "rounds": True,  # 50 requests sent together, round after round
     },
 )
 CONFIGS = ("none", "seed", "primer-cache", "ceiling")
@@ -277,53 +278,68 @@ class Result:
 
 
 async def run_scenario(port: int, scenario: dict[str, Any], duration: float) -> Result:
+    """`concurrent_users` users in a closed loop for `duration` seconds; or, for the seed's
+    benchmark_primer_endpoint (`rounds`), rounds of that many requests sent together, the
+    next round once the last reply of the previous one is in, as the seed's script does once."""
     users = scenario["concurrent_users"]
     url = f"http://127.0.0.1:{port}/mcp/jsonrpc"
     result = Result()
     digests: dict[bytes, str] = {}  # result bytes -> answer hash (many responses are equal)
+    headers = {"Content-Type": "application/json"}
+    bodies = [
+        json.dumps(
+            {
+                "jsonrpc": "2.0",
+                "id": f"test_{index}",
+                "method": "tools/call",
+                "params": {"name": TOOL_NAME, "arguments": scenario["params"]},
+            }
+        ).encode()
+        for index in range(users)
+    ]
     connector = aiohttp.TCPConnector(limit=users)
     async with aiohttp.ClientSession(connector=connector) as session:
 
-        async def user(index: int, until: float, record: bool) -> None:
-            body = json.dumps(
-                {
-                    "jsonrpc": "2.0",
-                    "id": f"test_{index}",
-                    "method": "tools/call",
-                    "params": {"name": TOOL_NAME, "arguments": scenario["params"]},
-                }
-            ).encode()
-            headers = {"Content-Type": "application/json"}
-            while time.monotonic() < until:
-                t0 = time.monotonic()
-                started = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers=headers) as reply:
-                        raw = await reply.read()
-                        ok = reply.status == 200
-                except aiohttp.ClientError:
-                    ok = False
-                elapsed = time.perf_counter() - started
-                t1 = time.monotonic()
-                if not record:
-                    continue
-                tail = raw.split(b',"result":', 1)[-1] if ok else b""
-                answer = digests.get(tail) if tail else None
-                if answer is None and ok:
-                    answer = _answer_of(raw)
-                    if answer is not None:
-                        digests[tail] = answer
-                if answer is None:
-                    result.errors += 1
-                    continue
-                result.latencies_ms.append(elapsed * 1000)
-                result.windows.append((t0, t1, answer))
+        async def one(index: int, record: bool) -> None:
+            t0 = time.monotonic()
+            started = time.perf_counter()
+            try:
+                async with session.post(url, data=bodies[index], headers=headers) as reply:
+                    raw = await reply.read()
+                    ok = reply.status == 200
+            except aiohttp.ClientError:
+                raw, ok = b"", False
+            elapsed = time.perf_counter() - started
+            t1 = time.monotonic()
+            if not record:
+                return
+            tail = raw.split(b',"result":', 1)[-1] if ok else b""
+            answer = digests.get(tail) if tail else None
+            if answer is None and ok:
+                answer = _answer_of(raw)
+                if answer is not None:
+                    digests[tail] = answer
+            if answer is None:
+                result.errors += 1
+                return
+            result.latencies_ms.append(elapsed * 1000)
+            result.windows.append((t0, t1, answer))
 
-        warm_until = time.monotonic() + WARMUP_S
-        await asyncio.gather(*(user(i, warm_until, False) for i in range(users)))
+        async def user(index: int, until: float, record: bool) -> None:
+            while time.monotonic() < until:
+                await one(index, record)
+
+        async def load(until: float, record: bool) -> None:
+            if scenario.get("rounds"):
+                while time.monotonic() < until:
+                    await asyncio.gather(*(one(i, record) for i in range(users)))
+            else:
+                await asyncio.gather(*(user(i, until, record) for i in range(users)))
+
+        await load(time.monotonic() + WARMUP_S, False)
         before = fetch_stats(port)
         started = time.monotonic()
-        await asyncio.gather(*(user(i, started + duration, True) for i in range(users)))
+        await load(started + duration, True)
         result.seconds = time.monotonic() - started
         result.stats = stats_delta(before, fetch_stats(port))
     return result
@@ -362,9 +378,12 @@ def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, floa
 # ---- one configuration ---------------------------------------------------------------------
 
 
-def run_config(
+@contextmanager
+def serving(
     config: str, base: dict[str, str], mysql: dict[str, Any], workdir: Path, args: Any
-) -> dict[str, Result]:
+) -> Iterator[tuple[ServerProcess, Sidecar, list[str]]]:
+    """The server in `config`, in its own schema and key prefix (with the sidecar running for
+    primer-cache), over the same seeded data; the GLOBAL element ids the writer changes."""
     cache = redis.Redis.from_url(base["PRIMER_REDIS_URL"])
     sidecar = config == "primer-cache"
     options = {"warm": True, "refresh": True, "second_pass_ms": 250} if sidecar else {}
@@ -383,34 +402,35 @@ def run_config(
             car.env, workdir, config, args.server_processes, "--db-pool", str(args.db_pool)
         )
         try:
-            return run_scenarios(config, server, car, mysql, ids, args)
+            yield server, car, ids
         finally:
             server.stop()
 
 
-def run_scenarios(
+def run_config(
     config: str,
-    server: ServerProcess,
-    car: Sidecar,
+    base: dict[str, str],
     mysql: dict[str, Any],
-    ids: list[str],
+    workdir: Path,
     args: argparse.Namespace,
+    ceiling: tuple[int, dict[str, Result]] | None,
 ) -> dict[str, Result]:
+    """Every chosen scenario against `config` while the writer writes; with `ceiling` (its
+    server's port and results), each scenario is run against the ceiling right after, so both
+    meet the same machine load."""
     results: dict[str, Result] = {}
     chosen = [s for s in SCENARIOS if s["name"] in args.scenarios]
-    if config == "ceiling":  # answers from memory: no writer, nothing to judge
+    with (
+        serving(config, base, mysql, workdir, args) as (server, car, ids),
+        writing(car, mysql, ids, args) as commits,
+    ):
         for scenario in chosen:
-            results[scenario["name"]] = asyncio.run(
-                run_scenario(server.port, scenario, args.duration)
-            )
-            print(f"  {config} {scenario['name']}: done", flush=True)
-        return results
-    with writing(car, mysql, ids, args) as commits:
-        for scenario in chosen:
-            results[scenario["name"]] = asyncio.run(
-                run_scenario(server.port, scenario, args.duration)
-            )
-            print(f"  {config} {scenario['name']}: done", flush=True)
+            name = scenario["name"]
+            results[name] = asyncio.run(run_scenario(server.port, scenario, args.duration))
+            if ceiling is not None:
+                port, ceiling_results = ceiling
+                ceiling_results[name] = asyncio.run(run_scenario(port, scenario, args.duration))
+            print(f"  {config} {name}: done", flush=True)
     for scenario in chosen:
         result = results[scenario["name"]]
         versions = Versions.of(commits, scenario["name"])
@@ -418,8 +438,7 @@ def run_scenarios(
             stale, strict = versions.judge(answer, t0, t1)
             result.stale += stale
             result.strict += strict
-    changes = len(commits) - 1
-    print(f"  {config}: the writer committed {changes} changes", flush=True)
+    print(f"  {config}: the writer committed {len(commits) - 1} changes", flush=True)
     return results
 
 
@@ -519,10 +538,21 @@ def main() -> None:
     mysql = mysql_settings(base).connect_kwargs()
     connect(mysql).close()  # one clear failure up front when MariaDB is not there
     results: dict[str, dict[str, Result]] = {}
-    with TemporaryDirectory(prefix="bench-http-") as tmp:
-        for config in args.configs:
+    configs = [c for c in args.configs if c != "ceiling"]
+    # The ceiling runs beside primer-cache (else beside the last configuration), scenario by
+    # scenario, so the two compare under the same load from elsewhere.
+    pair = "primer-cache" if "primer-cache" in configs else (configs[-1] if configs else None)
+    with TemporaryDirectory(prefix="bench-http-") as tmp, ExitStack() as stack:
+        ceiling: tuple[int, dict[str, Result]] | None = None
+        if "ceiling" in args.configs:
+            server, _, _ = stack.enter_context(serving("ceiling", base, mysql, Path(tmp), args))
+            ceiling = (server.port, {})
+        for config in configs:
             print(f"{config}: ...", flush=True)
-            results[config] = run_config(config, base, mysql, Path(tmp), args)
+            paired = ceiling if config == pair else None
+            results[config] = run_config(config, base, mysql, Path(tmp), args, paired)
+        if ceiling is not None:
+            results["ceiling"] = ceiling[1]
     print(
         f"\nthrough HTTP, {args.duration:g} s per scenario after {WARMUP_S} s warm-up; writer "
         f"{args.rate:g} changes/s + {args.burst} every {args.burst_every:g} s; "

@@ -130,7 +130,10 @@ def _categories(value: Any) -> tuple[str, ...]:
 
 def render(response: Mapping[str, Any], fmt: str) -> bytes:
     """The MCP tools/call result for `response` in `fmt`, serialised: one text content item
-    holding the tool's return value as indented JSON, as the real server wraps it."""
+    holding the tool's return value as JSON, as the real server wraps it. The JSON is compact
+    where MegaMind indents it by 2 (whitespace only; the same value): the indenting encoder is
+    pure Python, about 6 times slower on a 500-element answer, and this server measures the
+    cache, not its encoder."""
     if fmt == "structured":
         value: Mapping[str, Any] = response
     else:
@@ -142,9 +145,8 @@ def render(response: Mapping[str, Any], fmt: str) -> bytes:
             "total_count": response.get("total_count", 0),
             "retrieved_at": response.get("retrieved_at"),
         }
-    text_item = json.dumps(value, indent=2, ensure_ascii=False)
-    result = {"content": [{"type": "text", "text": text_item}]}
-    return json.dumps(result, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text_item = json.dumps(value, separators=(",", ":"))
+    return b'{"content":[{"type":"text","text":' + json.dumps(text_item).encode() + b"}]}"
 
 
 def markdown(response: Mapping[str, Any]) -> str:
