@@ -14,6 +14,7 @@ import pymysql
 import pytest
 import redis
 
+from adapters import leases
 from adapters.primer_query import fresh_response
 from config import load_settings
 from config.query import Query
@@ -382,3 +383,52 @@ def test_answer_equals_the_database_after_a_change(
             )
         finally:
             proc.stop()
+
+
+# ---- least privilege: the primer server's Redis user ---------------------------------------
+
+DOCS = Path(__file__).resolve().parent.parent / "docs" / "reference-server.md"
+
+
+def documented_acl_rules() -> list[str]:
+    """The ACL rules docs/reference-server.md gives for the primer server's user (the one
+    line starting `ACL SETUSER primer-server`), with the secret and prefix left to fill in."""
+    (line,) = [
+        line.strip()
+        for line in DOCS.read_text().splitlines()
+        if line.strip().startswith("ACL SETUSER primer-server ")
+    ]
+    return line.split()[3:]
+
+
+def test_the_documented_acl_user_is_enough(
+    schema: tuple[dict[str, str], pymysql.Connection, Path], redis_client: redis.Redis
+) -> None:
+    """The server (primer-cache) as the documented least-privilege user: reads and fills go
+    through the lease functions, the L1 is tracked, and no cache fault is counted."""
+    env, _, workdir = schema
+    settings = load_settings(env)
+    user, secret = unique("primer-server-"), unique("pw")
+    prefix = settings.key_prefix
+    rules = [
+        rule.replace("SECRET", secret).replace("megamind:primer:", prefix)
+        for rule in documented_acl_rules()
+    ]
+    leases.load_library(redis_client)  # the sidecar loads it; this user may not
+    redis_client.execute_command("ACL", "SETUSER", user, "reset", *rules)
+    try:
+        url = settings.redis_url.replace("redis://", f"redis://{user}:{secret}@", 1)
+        proc = start_server({**env, "PRIMER_REDIS_URL": url}, workdir, "primer-cache")
+        try:
+            for _ in range(3):
+                assert proc.tool(include_categories=["process"])["total_count"] == 4
+            status, body = proc.get("/mcp/stats")
+            assert status == 200, body
+            client = json.loads(body)["stats"]["client"]
+            assert client["cache_faults"] == 0, client
+            assert client["fills"] == 1 and client["l1"]["hits"] >= 1, client
+            assert client["tracking"]["established"] is True, client
+        finally:
+            proc.stop()
+    finally:
+        redis_client.execute_command("ACL", "DELUSER", user)
