@@ -3,8 +3,8 @@
     primer-cache-server [--host 127.0.0.1] [--port 8080] [--cache primer-cache] [--processes 1]
 
 Configuration is the sidecar's (PRIMER_MYSQL_URL, PRIMER_REDIS_URL, PRIMER_CONFIG: key prefix,
-TTL, compression). Every process binds with SO_REUSEPORT, so several processes (or several
-servers started by hand) share one port, each with its own L1.
+TTL, compression). With --processes N (or --reuse-port on each of several servers started by
+hand) the processes bind with SO_REUSEPORT and share one port, each with its own L1.
 """
 
 from __future__ import annotations
@@ -75,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=env.get("PRIMER_SERVER_PROCESSES", "1"),
         help="server processes sharing the port (SO_REUSEPORT), each with its own L1",
     )
+    parser.add_argument(
+        "--reuse-port",
+        action="store_true",
+        default=env.get("PRIMER_SERVER_REUSE_PORT", "") in ("1", "true", "yes"),
+        help="bind with SO_REUSEPORT, so that several servers share the port (implied by "
+        "--processes N > 1)",
+    )
     parser.add_argument("--db-pool", type=_positive, default=8, help="MySQL connections")
     parser.add_argument(
         "--max-request-bytes",
@@ -118,7 +125,10 @@ async def serve(args: argparse.Namespace) -> int:
     server = PrimerServer(cache, Database(settings, pool_size=args.db_pool))
     runner = web.AppRunner(build_app(server, args.max_request_bytes), access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, args.host, args.port, reuse_port=True)
+    # SO_REUSEPORT only when asked: any process of the same user that sets it joins the
+    # port, so a second server started by mistake (another checkout's `make run`) would
+    # silently take half the requests instead of failing to bind.
+    site = web.TCPSite(runner, args.host, args.port, reuse_port=args.reuse_port)
     try:
         await site.start()
         stop = asyncio.Event()
@@ -146,6 +156,7 @@ def supervise(args: argparse.Namespace, argv: list[str]) -> int:
         *_without_processes(argv),
         "--processes",
         "1",
+        "--reuse-port",
     ]
     children = [subprocess.Popen(child_args) for _ in range(args.processes)]
     stopping = False

@@ -314,23 +314,21 @@ def test_two_processes_share_one_port(
         assert proc.stop() == 0
 
 
-def test_a_busy_port_is_one_clear_line(
-    schema: tuple[dict[str, str], pymysql.Connection, Path],
+def test_a_second_server_on_a_taken_port_fails_in_one_line(
+    server: ServerProcess, schema: tuple[dict[str, str], pymysql.Connection, Path]
 ) -> None:
+    """Without --reuse-port a second server does not join a running one's port (another
+    checkout's `make run` must not take half its requests): one line, exit 1."""
     env, _, _ = schema
-    with socket.socket() as taken:
-        taken.bind(("127.0.0.1", 0))  # no SO_REUSEPORT: the server cannot share it
-        taken.listen()
-        port = taken.getsockname()[1]
-        done = subprocess.run(
-            [str(VENV_BIN / "primer-cache-server"), "--port", str(port), "--cache", "none"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-    assert done.returncode == 1
-    assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    done = subprocess.run(
+        [str(VENV_BIN / "primer-cache-server"), "--port", str(server.port), "--cache", "none"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr
     assert "Traceback" not in done.stderr
 
 
