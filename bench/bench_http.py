@@ -107,6 +107,13 @@ ELEMENTS = 2000  # chunks seeded (about 85% GLOBAL: large_result_set's 500 is a 
 GRACE_S = 1.0
 IGNORED = ("access_count", "last_accessed", "updated_at")
 WARMUP_S = 0.5
+CLIENT_COUNTS = (
+    "busy_waits",
+    "busy_timeouts",
+    "refused_fills",
+    "cache_faults",
+    "single_flight_waits",
+)
 
 
 def answer_hash(response: dict) -> str:
@@ -367,12 +374,18 @@ def tiers(doc: dict[str, Any]) -> dict[str, float]:
         for name in ("l1_hits", "l1_misses", "redis_hits", "redis_misses")
     }
     out["loads"] = float(doc.get("loader", {}).get("calls", 0))
+    client = stats.get("client")
+    if client:  # the client library's own counts, to explain a low hit rate or a slow tail
+        for name in CLIENT_COUNTS:
+            out[name] = float(client.get(name, 0) or 0)
+        out["tracking_drops"] = float(client.get("tracking", {}).get("drops", 0))
+        out["l1_bypassed"] = float(client.get("l1", {}).get("bypassed", 0))
     return out
 
 
 def stats_delta(before: dict[str, Any], after: dict[str, Any]) -> dict[str, float]:
     b, a = tiers(before), tiers(after)
-    return {name: a[name] - b[name] for name in a}
+    return {name: a[name] - b.get(name, 0.0) for name in a}
 
 
 # ---- one configuration ---------------------------------------------------------------------
@@ -470,7 +483,17 @@ def report(results: dict[str, dict[str, Result]]) -> None:
                 f"{hit:>8.2%}{l1:>8.2%}{l2:>8.2%}"
                 f"{(r.stale if judged else '-'):>7}{(r.strict if judged else '-'):>7}{r.errors:>5}"
             )
+    client_counts(results.get("primer-cache", {}))
     targets(results)
+
+
+def client_counts(ours: dict[str, Result]) -> None:
+    if not ours:
+        return
+    names = (*CLIENT_COUNTS, "l1_bypassed", "tracking_drops")
+    print("\nprimer-cache client counts per scenario: " + ", ".join(names))
+    for name, r in ours.items():
+        print(f"  {name:<27}" + "".join(f"{int(r.stats.get(n, 0)):>10}" for n in names))
 
 
 def targets(results: dict[str, dict[str, Result]]) -> None:
