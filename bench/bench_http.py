@@ -399,7 +399,7 @@ def serving(
     primer-cache), over the same seeded data; the GLOBAL element ids the writer changes."""
     cache = redis.Redis.from_url(base["PRIMER_REDIS_URL"])
     sidecar = config == "primer-cache"
-    options = {"warm": True, "refresh": True, "second_pass_ms": 250} if sidecar else {}
+    options = {"warm": True, "refresh": args.refresh, "second_pass_ms": 250} if sidecar else {}
     with isolated(Sidecar, base, mysql, cache, workdir, **options) as car:
         ids = [
             i
@@ -554,6 +554,12 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20, help="changes in one burst")
     parser.add_argument("--burst-every", type=positive, default=4.0, help="seconds")
     parser.add_argument("--server-processes", type=int, default=1)
+    parser.add_argument(
+        "--no-refresh",
+        dest="refresh",
+        action="store_false",
+        help="the sidecar without refresh (hot keys stay deleted after a sweep, not held)",
+    )
     parser.add_argument("--db-pool", type=int, default=8)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
