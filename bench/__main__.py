@@ -8,6 +8,7 @@ import sys
 from bench import (
     bench_client,
     bench_cluster,
+    bench_http,
     bench_leases,
     bench_listener,
     bench_partitions,
@@ -25,6 +26,7 @@ for bench in (
     bench_partitions,
     bench_cluster,
     bench_client,
+    bench_http,
 ):
     print(f"\n===== {bench.__name__} =====", flush=True)
     sys.argv = [bench.__name__]
