@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.collation import DEFAULT, Collations
 from core.predicate import ElementImage
 
 
@@ -29,6 +30,8 @@ class Batch:
     last_commit: float = 0.0  # and of its last
     second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
     behind: bool = False  # published while the listener was behind: its warms wait
+    # how the images' texts compare (the chunks table's collations when the listener read them)
+    collations: Collations = DEFAULT
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs or self.flush)
@@ -48,6 +51,7 @@ class Batch:
             "gtid": self.gtid,
             "first_commit": self.first_commit,
             "last_commit": self.last_commit,
+            "collations": self.collations.to_json(),
         }
 
     @classmethod
@@ -66,6 +70,7 @@ class Batch:
             gtid=str(data.get("gtid", "")),
             first_commit=float(data.get("first_commit", 0.0)),
             last_commit=float(data.get("last_commit", 0.0)),
+            collations=Collations.from_json(data.get("collations")),
         )
 
     @classmethod

@@ -56,8 +56,10 @@ def run_invalidation(
     if not batch.flush:
         images = set(batch.images)
         if batch.chunk_refs:
-            images.update(chunk_images(rt.db(), rt.settings, batch.chunk_refs))
-        index = ChangeIndex(images)
+            images.update(
+                chunk_images(rt.db(), rt.settings, batch.chunk_refs, batch.collations.realm)
+            )
+        index = ChangeIndex(images, batch.collations)
         if not index:
             return SweepResult()
     heat = None if dry_run or index is None else refresh.heat_probe(rt)

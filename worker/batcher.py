@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from core.batch import Batch
 from core.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
+from core.collation import DEFAULT, Collations
 from core.predicate import ElementImage
 from worker import metrics
 
@@ -29,6 +30,7 @@ class Transaction(NamedTuple):
     position: dict[str, Any]
     event_time: int
     rows: int
+    collations: Collations = DEFAULT  # how its images' texts compare
 
 
 class TransactionBuilder:
@@ -38,6 +40,7 @@ class TransactionBuilder:
         self.roles = {chunks_table: CHUNKS, elements_table: ELEMENTS}
         self.ignored = frozenset(ignored)
         self.counts = metrics.RowCounts()
+        self.collations = Collations()  # the chunks table's (the reader sets them)
         self._reset()
 
     def _reset(self) -> None:
@@ -56,7 +59,14 @@ class TransactionBuilder:
             self.counts.add(table, "update", False)
             return  # read noise, e.g. the primer server bumping access_count
         try:
-            change = row_change(self.roles[table], before, after, self.ignored, visible=visible)
+            change = row_change(
+                self.roles[table],
+                before,
+                after,
+                self.ignored,
+                visible=visible,
+                realm=self.collations.realm,
+            )
         except OddRowError as exc:
             self.counts.add(table, metrics.operation(before, after), True)
             metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_ODD_ROW).inc()
@@ -89,6 +99,7 @@ class TransactionBuilder:
             position,
             event_time,
             self._rows,
+            self.collations,
         )
         self._reset()
         self.counts.flush()
@@ -108,6 +119,7 @@ class BatchBuilder:
         self.transactions = 0
         self.rows = 0
         self.position: dict[str, Any] | None = None
+        self._collations: Collations | None = None
         self.first_event_time = 0
         self.event_time = 0
 
@@ -121,8 +133,16 @@ class BatchBuilder:
         """Whether the waiting transactions hold anything to publish."""
         return bool(self.images or self.refs or self.flush_reason)
 
+    @property
+    def collations(self) -> Collations:
+        """How the waiting images' texts compare (the widest, should a DDL lie between)."""
+        return self._collations or DEFAULT
+
     def add(self, txn: Transaction) -> None:
         self.images |= txn.images
+        self._collations = (
+            txn.collations if self._collations is None else self._collations.widest(txn.collations)
+        )
         self.refs |= txn.refs
         self.flush_reason = self.flush_reason or txn.flush_reason
         self.transactions += 1
@@ -144,6 +164,7 @@ class BatchBuilder:
             gtid=str((self.position or {}).get("gtid", "")),
             first_commit=float(self.first_event_time),
             last_commit=float(self.event_time),
+            collations=self.collations,
         )
         position, event_time = self.position, self.event_time
         self._reset()

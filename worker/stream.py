@@ -18,6 +18,7 @@ import socket
 import threading
 from typing import Any
 
+import pymysql
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
 from pymysqlreplication.row_event import (
@@ -27,7 +28,9 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
+from adapters.collations import read_collations
 from config import Settings
+from core.collation import Collations
 from worker import metrics
 from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
 from worker.rowdecode import RowDecoder
@@ -102,6 +105,7 @@ class BinlogReader(threading.Thread):
         self.txn = TransactionBuilder(
             settings.chunks_table, settings.elements_table, settings.ignored_columns
         )
+        self.txn.collations = self.read_collations()
         self.decoder = RowDecoder(
             {settings.chunks_table: CHUNK_KEYS, settings.elements_table: ELEMENT_KEYS},
             settings.ignored_columns,
@@ -154,6 +158,14 @@ class BinlogReader(threading.Thread):
 
         self.stream._BinLogStreamReader__connect_to_stream = connect_unless_stopped
 
+    def read_collations(self) -> Collations:
+        """The chunks table's collations (read again after a DDL of a watched table)."""
+        conn = pymysql.connect(connect_timeout=5, **self.settings.mysql.connect_kwargs())
+        try:
+            return read_collations(conn, self.settings.mysql.database, self.settings.chunks_table)
+        finally:
+            conn.close()
+
     def stop(self) -> None:
         self._stopping.set()
         # Shut the socket down first: closing it waits for the reader thread's blocked read
@@ -191,6 +203,8 @@ class BinlogReader(threading.Thread):
                 if _DDL.match(query) and self._touches_watched(query, _text(event.schema)):
                     self.txn.ddl(_text(event.schema), query)
                     self.stream.table_map.clear()  # frozen maps: parse the new ones
+                    # widest: events read before the DDL may predate a later change too
+                    self.txn.collations = self.txn.collations.widest(self.read_collations())
                 self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
             elif event.schema == database and event.table in self.tables:
                 table = event.table
@@ -222,12 +236,15 @@ class BinlogReader(threading.Thread):
         self.out.put(self.txn.end(self.position.end(self.stream), timestamp))
 
     def _touches_watched(self, query: str, schema: str) -> bool:
-        """Whether a DDL statement names a watched table of our database (safe side: a
-        statement naming the table in another database also counts when ours is named)."""
+        """Whether a statement names a watched table of our database, or drops our database
+        (safe side: a statement naming the table in another database also counts when ours
+        is named)."""
         lowered = query.lower()
         database = self.settings.mysql.database.lower()
         if schema.lower() != database and database not in lowered:
             return False
+        if re.search(rf"\b(database|schema)\b.*{re.escape(database)}", lowered, re.DOTALL):
+            return True  # DROP DATABASE, ALTER DATABASE ...: the tables may go with it
         return any(
             re.search(rf"(^|[^a-z0-9_$]){re.escape(table.lower())}($|[^a-z0-9_$])", lowered)
             for table in self.tables
