@@ -31,6 +31,7 @@ from pymysqlreplication.row_event import (
 from adapters.collations import read_collations
 from config import Settings
 from core.collation import Collations
+from core.statements import BOUNDARIES, leading_keyword
 from worker import metrics
 from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
 from worker.rowdecode import RowDecoder
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 CHUNK_KEYS = ("realm_id", "element_category", "priority_score", "enforcement_level")
 ELEMENT_KEYS = ("chunk_id",)
 _MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row image (NOBLOB)
-_DDL = re.compile(r"^\s*(TRUNCATE|DROP|ALTER|RENAME|CREATE\s+OR\s+REPLACE)\b", re.IGNORECASE)
 
 
 class ReaderStopped(Exception):
@@ -198,9 +198,12 @@ class BinlogReader(threading.Thread):
                 self._end(event.timestamp)
             elif isinstance(event, QueryEvent):
                 query = _text(event.query)
-                if query.upper() == "BEGIN":
+                keyword = leading_keyword(query)
+                if keyword == "BEGIN":
                     continue
-                if _DDL.match(query) and self._touches_watched(query, _text(event.schema)):
+                # Any statement but a transaction boundary that names a watched table flushes:
+                # DDL however prefixed (core.statements), and whatever else it might be.
+                if keyword not in BOUNDARIES and self._touches_watched(query, _text(event.schema)):
                     self.txn.ddl(_text(event.schema), query)
                     self.stream.table_map.clear()  # frozen maps: parse the new ones
                     # widest: events read before the DDL may predate a later change too
