@@ -3,7 +3,10 @@ a listener (subprocesses), each sequence the way it broke the promise before its
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -94,3 +97,46 @@ def test_ddl_behind_a_prefix_flushes_every_key(sidecar: Sidecar, statement: str)
         sidecar.execute("SET foreign_key_checks = 1")
     sidecar.sync()
     assert sidecar.present(keys) == set(), f"keys survived {statement!r}"
+
+
+# ---- seam 8: an event neither decoder can read -------------------------------------------------
+
+
+def test_an_undecodable_event_flushes_is_stepped_past_and_stays_unhealthy_until_acked(
+    services: dict[str, str],
+    mysql_params: dict,
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """MariaDB's COMPRESSED columns: python-mysql-replication fails on the table map of any
+    table that has one (ValueError: 101 is not a valid MetadataFieldType). Before: the reader
+    stopped, the listener resumed from the same checkpoint and failed again, forever."""
+    with isolated(Sidecar, services, mysql_params, redis_client, tmp_path) as car:
+        car.start_worker()
+        car.start_listener()
+        assert car.cli("partitions", "ensure").returncode == 0  # status: partitions ahead
+        car.sync()
+        assert status(car)["undecodable_events"] is None
+        car.execute("ALTER TABLE megamind_chunks ADD COLUMN notes TEXT COMPRESSED NULL")
+        keys = car.plant(q("development", thr=0.9), q("security"))
+        car.insert_chunk("compressed-1", "process", "0.10", "optional")  # undecodable
+        car.sync()  # its sentinel is written to the same table: undecodable too, flushed
+        assert car.present(keys) == set(), "an undecodable event must flush every key"
+        car.checkpointed()  # and the stream went on past it
+        output = car.listener.output()  # type: ignore[union-attr]
+        assert "UNDECODABLE binlog event" in output
+        info = status(car)
+        assert info["undecodable_events"]["count"] >= 1
+        assert not info["healthy"]
+        assert any("ack-undecodable" in problem for problem in info["problems"])
+        acked = car.cli("ack-undecodable")
+        assert acked.returncode == 0 and "acknowledged" in acked.stdout, acked.stderr
+        info = status(car)
+        assert info["undecodable_events"] is None
+        assert not any("ack-undecodable" in problem for problem in info["problems"])
+        assert info["healthy"], info["problems"]
+
+
+def status(car: Sidecar) -> dict[str, Any]:
+    done = car.cli("status", "--json")
+    return dict(json.loads(done.stdout))

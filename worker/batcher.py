@@ -90,6 +90,12 @@ class TransactionBuilder:
         metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_DDL).inc()
         self._flush = f"DDL: {query[:120]}"
 
+    def undecodable(self, where: str, error: str) -> None:
+        """The transaction holds an event neither decoder reads: flush (worker.stream logs
+        it, records it for `status` and steps past it)."""
+        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_UNDECODABLE).inc()
+        self._flush = f"undecodable event at {where}: {error[:120]}"
+
     def end(self, position: dict[str, Any], event_time: int) -> Transaction:
         # The sets are handed over, not copied: _reset makes new ones.
         txn = Transaction(
