@@ -19,6 +19,7 @@ from core.predicate import ElementImage
 class Batch:
     images: frozenset[ElementImage] = frozenset()
     chunk_refs: frozenset[str] = frozenset()  # metadata changes: look these chunks up
+    changed: frozenset[str] = frozenset()  # chunk_ids of the changed chunk rows (visibility)
     flush: bool = False  # drop every primer key (DDL, lost checkpoint, cold start)
     upto: str = ""  # the binlog position the batch ends at, for logs
     reason: str = ""
@@ -40,6 +41,7 @@ class Batch:
         return {
             "images": [image.to_json() for image in self.images],
             "chunks": sorted(self.chunk_refs),
+            "changed": sorted(self.changed),
             "flush": self.flush,
             "upto": self.upto,
             "reason": self.reason,
@@ -59,6 +61,7 @@ class Batch:
         return cls(
             images=frozenset(ElementImage.from_json(item) for item in data.get("images", ())),
             chunk_refs=frozenset(str(ref) for ref in data.get("chunks", ())),
+            changed=frozenset(str(ref) for ref in data.get("changed", ())),
             flush=bool(data.get("flush", False)),
             upto=str(data.get("upto", "")),
             reason=str(data.get("reason", "")),

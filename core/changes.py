@@ -28,6 +28,7 @@ class OddRowError(ValueError):
 class RowChange:
     images: tuple[ElementImage, ...] = ()
     chunk_refs: tuple[str, ...] = ()
+    chunk_ids: tuple[str, ...] = ()  # the changed chunk rows (the commit-visibility barrier)
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs)
@@ -76,7 +77,10 @@ def row_change(
         refs = tuple(dict.fromkeys(str(_required(row, "chunk_id")) for row in rows))
         return RowChange(chunk_refs=refs)
     images = tuple(dict.fromkeys(image for row in rows if (image := element_image(row, realm))))
-    return RowChange(images=images) if images else None
+    if not images:
+        return None
+    ids = tuple(dict.fromkeys(str(_required(row, "chunk_id")) for row in rows))
+    return RowChange(images=images, chunk_ids=ids)
 
 
 def element_image(row: Row, realm: str = CI) -> ElementImage | None:

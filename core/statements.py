@@ -20,7 +20,7 @@ DDL = frozenset({"TRUNCATE", "DROP", "ALTER", "RENAME", "CREATE OR REPLACE"})
 _SKIP = re.compile(
     r"""
     \s+                              # whitespace
-    | /\*(?![!M]) .*? (?:\*/|\Z)     # a comment (not a versioned one)
+    | /\*(?!M?!) .*? (?:\*/|\Z)      # a comment (not a versioned one)
     | /\*M?!\d*                      # a versioned comment's opener: its text is run
     | \*/                            # ... and its closer
     | --[^\n]* | \#[^\n]*            # comments to the end of the line
@@ -32,15 +32,23 @@ _SKIP = re.compile(
 _KEYWORD = re.compile(r"([A-Za-z]+)(\s+OR\s+REPLACE\b)?")
 
 
-def leading_keyword(statement: str) -> str:
-    """The statement's first keyword, upper case (`CREATE OR REPLACE` as one); "" when none."""
+_XA_BEGIN = re.compile(r"XA\s+(START|BEGIN)\b", re.IGNORECASE)
+
+
+def _start(statement: str) -> int:
+    """Where the statement proper starts, past every prefix."""
     pos, end = 0, len(statement)
     while pos < end:
         skipped = _SKIP.match(statement, pos)
         if skipped is None or skipped.end() == pos:
             break
         pos = skipped.end()
-    keyword = _KEYWORD.match(statement, pos)
+    return pos
+
+
+def leading_keyword(statement: str) -> str:
+    """The statement's first keyword, upper case (`CREATE OR REPLACE` as one); "" when none."""
+    keyword = _KEYWORD.match(statement, _start(statement))
     if keyword is None:
         return ""
     word = keyword.group(1).upper()
@@ -50,3 +58,10 @@ def leading_keyword(statement: str) -> str:
 def is_boundary(statement: str) -> bool:
     """Whether the statement only begins or ends a transaction (BEGIN, COMMIT, XA …)."""
     return leading_keyword(statement) in BOUNDARIES
+
+
+def opens_transaction(statement: str) -> bool:
+    """Whether the statement begins a transaction whose row events follow (BEGIN, and the
+    `XA START` of an XA transaction, which MariaDB binlogs at XA PREPARE)."""
+    start = _start(statement)
+    return leading_keyword(statement) == "BEGIN" or bool(_XA_BEGIN.match(statement, start))

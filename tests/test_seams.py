@@ -3,15 +3,18 @@ a listener (subprocesses), each sequence the way it broke the promise before its
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pymysql
 import pytest
 import redis
 
 from config.query import Query
+from tests.services import connect, wait_for
 from tests.sidecar import Sidecar, isolated
 
 
@@ -97,6 +100,66 @@ def test_ddl_behind_a_prefix_flushes_every_key(sidecar: Sidecar, statement: str)
         sidecar.execute("SET foreign_key_checks = 1")
     sidecar.sync()
     assert sidecar.present(keys) == set(), f"keys survived {statement!r}"
+
+
+# ---- seam 5: in the binlog before readers on the primary see it ------------------------------
+
+
+def test_a_commit_readers_cannot_see_yet_is_swept_only_once_they_can(
+    sidecar: Sidecar, mysql_params: dict, admin: pymysql.Connection
+) -> None:
+    """A transaction is written to the binlog (and sent to the listener) before the engine
+    commit makes it visible: the group-commit gap, held open here by an XA transaction, which
+    MariaDB binlogs at XA PREPARE. Before: the sweep ran inside the gap; a reader took a
+    fresh lease after it, read the old row and filled, and the old answer stayed."""
+    sidecar.insert_chunk("gap-1", "security", "0.50", "required")
+    sidecar.sync()
+    (witness,) = sidecar.plant(q(thr=0.4, level="required"))  # goes when the batch is swept
+    key = sidecar.keys.build(q("security"))
+    writer = connect(mysql_params, sidecar.database)
+    reader = connect(mysql_params, sidecar.database)
+    try:
+        with writer.cursor() as cur:
+            cur.execute("XA START 'seams5'")
+            cur.execute(
+                "UPDATE megamind_chunks SET content = 'new', priority_score = 0.90 "
+                "WHERE chunk_id = 'gap-1'"
+            )
+            cur.execute("XA END 'seams5'")
+            cur.execute("XA PREPARE 'seams5'")  # in the binlog now; readers see the old row
+        wait_for(
+            lambda: not sidecar.present([witness]) or lock_waits(admin),
+            what="the batch to be swept, or to wait for the prepared row",
+        )
+        kind, token = sidecar.redis.fcall("primer_cache_read", 1, key, 5000)
+        assert kind == b"lease"
+        with reader.cursor() as cur:  # the reader's SELECT: the old row
+            cur.execute(
+                f"SELECT content FROM `{sidecar.database}`.megamind_chunks WHERE chunk_id = 'gap-1'"
+            )
+            assert cur.fetchone() == ("content of gap-1",)
+        assert sidecar.redis.fcall("primer_cache_fill", 1, key, token, b"old answer", 3600) == 1
+        with writer.cursor() as cur:
+            cur.execute("XA COMMIT 'seams5'")
+    finally:
+        with contextlib.suppress(pymysql.Error), writer.cursor() as cur:
+            cur.execute("XA ROLLBACK 'seams5'")  # when the test failed before the commit
+        writer.close()
+        reader.close()
+    sidecar.sync()
+    assert sidecar.redis.get(key) != b"old answer", "a fill from before the commit survived"
+    assert not sidecar.present([witness])
+
+
+def lock_waits(admin: pymysql.Connection) -> int:
+    """Statements of the worker waiting for a prepared row's lock (tasks/visibility.py)."""
+    with admin.cursor() as cur:
+        cur.execute(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST "
+            "WHERE INFO LIKE '%%LOCK IN SHARE MODE%%' AND ID <> CONNECTION_ID()"
+        )
+        (count,) = cur.fetchone()
+    return int(count)
 
 
 # ---- seam 8: an event neither decoder can read -------------------------------------------------

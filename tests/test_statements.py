@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from core.statements import BOUNDARIES, DDL, is_boundary, leading_keyword
+from core.statements import BOUNDARIES, DDL, is_boundary, leading_keyword, opens_transaction
 
 STATEMENTS = {
     "TRUNCATE": "TRUNCATE TABLE megamind_chunks",
@@ -66,3 +66,19 @@ def test_versioned_comments_are_read_as_the_statement_they_hold(
 )
 def test_examples(statement: str, keyword: str) -> None:
     assert leading_keyword(statement) == keyword
+
+
+@pytest.mark.parametrize(
+    ("statement", "opens"),
+    [
+        ("BEGIN", True),
+        ("/* x */ BEGIN", True),
+        ("XA START X'6162',X'',1", True),
+        ("xa begin 'x'", True),
+        ("XA END X'6162',X'',1", False),
+        ("XA COMMIT 'x'", False),
+        ("COMMIT", False),
+    ],
+)
+def test_transactions_open_at_begin_and_xa_start(statement: str, opens: bool) -> None:
+    assert opens_transaction(statement) == opens

@@ -26,6 +26,7 @@ class Transaction(NamedTuple):
 
     images: AbstractSet[ElementImage]
     refs: AbstractSet[str]
+    chunk_ids: AbstractSet[str]  # chunk rows whose change it carries (tasks/visibility.py)
     flush_reason: str
     position: dict[str, Any]
     event_time: int
@@ -46,6 +47,7 @@ class TransactionBuilder:
     def _reset(self) -> None:
         self._images: set[ElementImage] = set()
         self._refs: set[str] = set()
+        self._chunk_ids: set[str] = set()
         self._flush = ""
         self._rows = 0
 
@@ -84,6 +86,7 @@ class TransactionBuilder:
         if change:
             self._images.update(change.images)
             self._refs.update(change.chunk_refs)
+            self._chunk_ids.update(change.chunk_ids)
 
     def ddl(self, schema: str, query: str) -> None:
         log.warning("DDL on a watched table (%s): %s", schema, query[:200])
@@ -101,6 +104,7 @@ class TransactionBuilder:
         txn = Transaction(
             self._images,
             self._refs,
+            self._chunk_ids,
             self._flush,
             position,
             event_time,
@@ -121,6 +125,7 @@ class BatchBuilder:
     def _reset(self) -> None:
         self.images: set[ElementImage] = set()
         self.refs: set[str] = set()
+        self.chunk_ids: set[str] = set()
         self.flush_reason = ""
         self.transactions = 0
         self.rows = 0
@@ -150,6 +155,7 @@ class BatchBuilder:
             txn.collations if self._collations is None else self._collations.widest(txn.collations)
         )
         self.refs |= txn.refs
+        self.chunk_ids |= txn.chunk_ids
         self.flush_reason = self.flush_reason or txn.flush_reason
         self.transactions += 1
         self.rows += txn.rows
@@ -163,6 +169,7 @@ class BatchBuilder:
         batch = Batch.of(
             self.images,
             self.refs,
+            changed=frozenset(self.chunk_ids),
             flush=bool(self.flush_reason),
             reason=self.flush_reason,
             upto=position_text(self.position),

@@ -35,7 +35,7 @@ from adapters.collations import read_collations
 from adapters.redis_client import connect_redis
 from config import Settings
 from core.collation import Collations
-from core.statements import BOUNDARIES, leading_keyword
+from core.statements import BOUNDARIES, leading_keyword, opens_transaction
 from worker import metrics
 from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
 from worker.rowdecode import RowDecoder, Undecodable
@@ -44,7 +44,8 @@ from worker.server_check import ServerInfo, current_position
 log = logging.getLogger(__name__)
 
 # The columns the element images are made of (core.changes): all the decoder decodes.
-CHUNK_KEYS = ("realm_id", "element_category", "priority_score", "enforcement_level")
+# chunk_id: the rows a batch changed, whose commits the invalidate task waits to see.
+CHUNK_KEYS = ("chunk_id", "realm_id", "element_category", "priority_score", "enforcement_level")
 ELEMENT_KEYS = ("chunk_id",)
 _MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row image (NOBLOB)
 
@@ -226,9 +227,9 @@ class BinlogReader(threading.Thread):
                 self._end(event.timestamp)
             elif isinstance(event, QueryEvent):
                 query = _text(event.query)
+                if opens_transaction(query):
+                    continue  # its rows follow: the transaction ends at COMMIT or XA END
                 keyword = leading_keyword(query)
-                if keyword == "BEGIN":
-                    continue
                 # Any statement but a transaction boundary that names a watched table flushes:
                 # DDL however prefixed (core.statements), and whatever else it might be.
                 if keyword not in BOUNDARIES and self._touches_watched(query, _text(event.schema)):
