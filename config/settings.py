@@ -15,26 +15,26 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
+# The key format's defaults and the lease keys' prefix (fixed: the function library is one per
+# Redis server) belong to the primer server's client library, the wire contract's one owner.
+from primer_cache_client.keys import (
+    DEFAULT_KEY_PREFIX,
+    DEFAULT_KEY_TEMPLATE,
+    KEY_FIELDS,
+    LEASE_PREFIX,
+)
+
 from config.errors import ConfigError
 from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
 from config.replicas import ReplicaSettings, parse_replicas
 from config.secrets import redact_url
 
-# The lease keys' prefix (core.keys builds and parses lease names). Fixed, not under the
-# configurable state prefix: the function library is one per Redis server, shared by every
-# sidecar (and test) using it, so it cannot know a per-sidecar prefix. Leases of different
-# sidecars stay apart because each lease name holds its whole cache key.
-LEASE_PREFIX = "primer-cache:lease:"
-
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_KEY_PREFIX = "megamind:primer:"
-DEFAULT_KEY_TEMPLATE = "primer:{cats}:{priority_threshold}:{enforcement_level}:{sort_by}:{limit}"
 # A namespace of our own (namespace_problem): ends in one of these, after this many characters.
 SEPARATORS = (":", "/", "|")
 NAMESPACE_MIN = 3
 MAX_REDIS_DB = 15  # Redis's default `databases 16`; a Redis Cluster has database 0 only
-KEY_FIELDS = ("cats", "priority_threshold", "enforcement_level", "sort_by", "limit")
 
 
 @dataclass(frozen=True)

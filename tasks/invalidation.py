@@ -9,8 +9,13 @@ gets follow-up passes, and the batch is only done after the last of them (and it
 pass): it reports `swept` meanwhile, so it holds the checkpoint but not the backpressure.
 A batch that fails for anything but a connection fault
 (a bug, a value the code cannot handle) falls back to a flush of the primer prefix, logged
-at ERROR and counted, and is then done: never retried forever, never forgotten. Connection
-faults retry (with backoff) until the servers are back.
+at ERROR and counted: never retried forever, never forgotten. The flush carries the batch's
+position (GTID), so it waits for the read replicas and gets follow-up passes like any batch
+(a flush without it would be done at once, and a reader could refill a key from a late
+replica with the old rows for good: issue 22, item 3); it is done once they ran. Connection
+faults, the broker's included (a follow-up that cannot be queued), retry (with backoff)
+until the servers are back; a retry the broker refuses too is dropped by Celery, and the
+listener publishes the batch again at its deadline, since it was never reported done.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, delete_keys, sweep
+from tasks.visibility import CommitsPending, wait_for_commits
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +62,10 @@ def run_invalidation(
     if not batch.flush:
         images = set(batch.images)
         if batch.chunk_refs:
-            images.update(chunk_images(rt.db(), rt.settings, batch.chunk_refs))
-        index = ChangeIndex(images)
+            images.update(
+                chunk_images(rt.db(), rt.settings, batch.chunk_refs, batch.collations.realm)
+            )
+        index = ChangeIndex(images, batch.collations)
         if not index:
             return SweepResult()
     heat = None if dry_run or index is None else refresh.heat_probe(rt)
@@ -151,9 +159,13 @@ def queue_second_pass(rt: Runtime, batch: Batch) -> bool:
     return True
 
 
-def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> SweepResult:
+def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> tuple[SweepResult, list[str]]:
     """The batch cannot be processed: flush every primer key instead (safe side), loudly.
-    A connection fault during the flush propagates, and the task retries."""
+    The flush is the batch under another name (its term, seq and GTID): it waits for the
+    read replicas first and queues a follow-up flush for those late. Returns the flush's
+    result and the ids of the late replicas (the follow-ups then finish the batch). A
+    connection fault during the flush, or a follow-up the broker refuses, propagates, and
+    the task retries."""
     reason = type(exc).__name__
     log.error(
         "invalidation of batch %s failed (%s: %s): FLUSHING every primer key instead",
@@ -162,7 +174,14 @@ def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> SweepResult
         exc,
         exc_info=exc,
     )
-    flush = Batch(flush=True, reason=f"fallback after {reason}", upto=batch.upto)
+    flush = replace(
+        batch,
+        images=frozenset(),
+        chunk_refs=frozenset(),
+        flush=True,
+        reason=f"fallback after {reason}",
+    )
+    late = wait_before_sweep(rt, flush)
     result = run_invalidation(rt, flush)
     stats.add(
         rt.redis,
@@ -170,7 +189,9 @@ def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> SweepResult
         fallback_flushes=1,
         **{f"fallback_flushes:{reason}": 1},
     )
-    return result
+    if late:
+        send_followup(rt, flush, late, attempt=1)
+    return result, late
 
 
 def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
@@ -183,10 +204,14 @@ def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
         completion.progress(batch)
 
 
+# A batch whose rows were still locked was swept, and is retried until they are committed.
+_INVALIDATE_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, CommitsPending)
+
+
 @app.task(
     name=INVALIDATE_TASK,
     ignore_result=True,
-    **retry_on(*CONNECTION_ERRORS),
+    **retry_on(*_INVALIDATE_RETRIES),
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
 def invalidate(payload: dict) -> dict:
@@ -197,16 +222,22 @@ def invalidate(payload: dict) -> dict:
         batch = Batch.from_json(payload)
         if not batch.second_pass:
             completion.progress(batch)  # started: its deadline runs from now
+        visible = wait_for_commits(rt, batch)  # the binlog runs ahead of the engine commit
         late = wait_before_sweep(rt, batch)
         result = run_invalidation(rt, batch)
         if late:
             send_followup(rt, batch, late, attempt=1)
-    except CONNECTION_ERRORS:
+        if not visible:
+            raise CommitsPending(f"batch {_name(batch)}: its rows are not committed yet")
+    except _INVALIDATE_RETRIES:
         raise  # autoretry, with backoff: not finished
     except Exception as exc:
-        result = fallback_flush(rt, batch, exc)
-        completion.done(batch)
-        metrics.record_end_to_end(batch.first_commit)
+        result, late = fallback_flush(rt, batch, exc)
+        if late:
+            completion.swept(batch)  # its follow-up flushes finish it
+        else:
+            completion.done(batch)
+            metrics.record_end_to_end(batch.first_commit)
         return result.to_json()
     if late:
         completion.swept(batch)  # its follow-up passes finish it
@@ -215,15 +246,10 @@ def invalidate(payload: dict) -> dict:
     return result.to_json()
 
 
-# A follow-up that cannot queue its next poll retries too: it is the only pass that removes
-# what a late replica's readers filled.
-_FOLLOWUP_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, BrokerError)
-
-
 @app.task(
     name=REPLICA_FOLLOWUP_TASK,
     ignore_result=True,
-    **retry_on(*_FOLLOWUP_RETRIES),
+    **retry_on(*CONNECTION_ERRORS),
     max_retries=None,  # a stale fill from a late replica is only removed by this pass
 )
 def replica_followup(payload: dict, late: list[str], attempt: int) -> None:
@@ -258,12 +284,14 @@ def replica_followup(payload: dict, late: list[str], attempt: int) -> None:
                     attempt,
                 )
             send_followup(rt, batch, still, attempt + 1)
-    except _FOLLOWUP_RETRIES:
-        raise  # autoretry, with backoff: not finished
+    except CONNECTION_ERRORS:
+        raise  # autoretry, with backoff: not finished (the broker's faults included)
     except Exception as exc:
-        fallback_flush(rt, batch, exc)
-        completion.done(batch)
-        metrics.record_end_to_end(batch.first_commit)
+        if fallback_flush(rt, batch, exc)[1]:
+            completion.progress(batch)  # the follow-up flushes finish it
+        else:
+            completion.done(batch)
+            metrics.record_end_to_end(batch.first_commit)
         return
     if still:
         completion.progress(batch)  # alive: no redelivery while it waits on the replica
@@ -272,14 +300,20 @@ def replica_followup(payload: dict, late: list[str], attempt: int) -> None:
 
 
 def _identity(payload: Any) -> Batch:
-    """What can be read of a payload's term, seq and position even when the rest is bad."""
+    """What can be read of a payload's term, seq and positions even when the rest is bad."""
     if not isinstance(payload, Mapping):
         return Batch()
     try:
         seq = int(payload.get("seq", 0))
     except (TypeError, ValueError):
         seq = 0
-    return Batch(term=str(payload.get("term", "")), seq=seq, upto=str(payload.get("upto", "")))
+    return Batch(
+        term=str(payload.get("term", "")),
+        seq=seq,
+        upto=str(payload.get("upto", "")),
+        # a fallback flush waits for the read replicas to reach it (fallback_flush)
+        gtid=str(payload.get("gtid") or ""),
+    )
 
 
 def _fields(batch: Batch, result: SweepResult) -> dict[str, Any]:

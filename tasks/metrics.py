@@ -98,6 +98,12 @@ REPLICA_FOLLOWUPS = Counter(
     "Follow-up passes run for a read replica that was late or down at the sweep",
     registry=REGISTRY,
 )
+SWEEP_REPEATS = Counter(
+    "primer_cache_worker_sweep_repeats_total",
+    "Sweeps run again because a key was evicted, or the sweep outlived the fill marker, "
+    "while the first ran",
+    registry=REGISTRY,
+)
 LEASES_REVOKED = Counter(
     "primer_cache_worker_leases_revoked_total",
     "Fill leases revoked by invalidation sweeps",
@@ -137,6 +143,7 @@ FLUSH_REASONS = (
     "cold_start",
     "ddl",
     "odd_row",
+    "undecodable_event",
     "checkpoint_unresumable",
     "failed_batch",
     "operator",
@@ -158,6 +165,7 @@ def flush_reason(reason: str) -> str:
         ("cold start", "cold_start"),
         ("ddl", "ddl"),
         ("unreadable row", "odd_row"),
+        ("undecodable event", "undecodable_event"),
         ("checkpoint", "checkpoint_unresumable"),
         ("fallback after", "failed_batch"),  # a batch the task could not process
         ("operator", "operator"),
@@ -177,12 +185,15 @@ def record_sweep(
     KEYS_INVALIDATED.inc(result.deleted)
     KEYS_UNPARSEABLE.inc(result.unparseable)
     LEASES_REVOKED.inc(result.leases_revoked)
+    SWEEP_REPEATS.inc(result.repeats)
     SWEEP_SECONDS.observe(seconds)
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(stats_key(state_prefix), "sweeps", 1)
     pipe.hincrby(stats_key(state_prefix), "keys_deleted", result.deleted)
     pipe.hincrby(stats_key(state_prefix), "keys_unparseable", result.unparseable)
     pipe.hincrby(stats_key(state_prefix), "leases_revoked", result.leases_revoked)
+    if result.repeats:
+        pipe.hincrby(stats_key(state_prefix), "sweep_repeats", result.repeats)
     pipe.execute()
 
 

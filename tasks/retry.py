@@ -1,6 +1,9 @@
 """Which faults a task retries, and how: connection faults only, with backoff and jitter.
 
-Anything else is a bug or bad data and must surface, not loop.
+Anything else is a bug or bad data and must surface, not loop. A broker that refuses a
+publish from inside a task is a connection fault too: kombu raises its OperationalError once
+the send's own retries are spent (tasks.app.send), wrapping the transport's (amqp, redis)
+connection errors; a raw socket error may escape before kombu wraps it.
 """
 
 from __future__ import annotations
@@ -9,12 +12,15 @@ from typing import Any
 
 import pymysql
 import redis
+from kombu.exceptions import OperationalError as BrokerError
 
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     redis.ConnectionError,
     redis.TimeoutError,
     pymysql.err.OperationalError,
     pymysql.err.InterfaceError,
+    BrokerError,
+    ConnectionError,  # the builtin: a socket reset or refused before kombu wrapped it
 )
 
 

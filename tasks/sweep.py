@@ -20,6 +20,17 @@ network-bound), and deletes are grouped by hash slot (an UNLINK of several keys 
 one slot). A failover during the sweep never skips keys: a node whose scan fails, and every
 slot whose primary changed while the sweep ran, is scanned again in full from the node that
 owns it now (a full re-scan is correct, only slower).
+
+A fill that lands while the sweep runs, after SCAN passed its key, is caught by the marker
+it leaves: its lease hash, kept for FILLED_GRACE_MS (adapters.lease_library). That marker is
+a key Redis may evict (under volatile-ttl it is the first victim) or let expire (a sweep
+longer than its lifetime), and a sweep that misses it leaves the fill, stale, in place
+(issue 22, item 4). So the sweep does not trust the marker when it may have gone: when any
+primary's INFO `evicted_keys` grew while it ran, or the sweep outlived the marker, it sweeps
+once more. The second sweep needs no marker: every lease older than the change was revoked
+or is gone by the end of the first (a fill on a gone lease is refused), so what such a fill
+wrote is a plain key present from the start of the second sweep to its end, and SCAN
+returns it.
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
+from adapters.lease_library import FILLED_GRACE_MS
 from adapters.redis_client import is_cluster
 from adapters.unlink import UNLINK_BATCH, Heat, unlink_with_leases
 from core.keys import KeyFilter, KeyFormat
@@ -73,6 +85,7 @@ class SweepResult:
     # (key, OBJECT answer) of the deleted keys a Heat probe found hot
     hot: list[tuple[str, int]] = field(default_factory=list)
     held: dict[str, str] = field(default_factory=dict)  # hot key -> the lease the sweep took
+    repeats: int = 0  # sweeps run again because a fill's marker may have gone (see above)
 
     def add(self, other: SweepResult) -> None:
         self.scanned += other.scanned
@@ -84,6 +97,7 @@ class SweepResult:
         self.keys.extend(other.keys)
         self.hot.extend(other.hot)
         self.held.update(other.held)
+        self.repeats += other.repeats
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -127,12 +141,70 @@ def sweep(
 
     by_slot = is_cluster(client)
 
-    def sweep_node(node: redis.Redis) -> SweepResult:
-        return _sweep_node(node, by_slot, keys, doomed, dry_run, count, heat, seen)
+    def sweep_once(seen: list[bytes] | None) -> SweepResult:
+        def sweep_node(node: redis.Redis) -> SweepResult:
+            return _sweep_node(node, by_slot, keys, doomed, dry_run, count, heat, seen)
 
-    if not by_slot:
-        return sweep_node(client)
-    return _sweep_cluster(client, sweep_node)  # type: ignore[arg-type]
+        if not by_slot:
+            return sweep_node(client)
+        return _sweep_cluster(client, sweep_node)  # type: ignore[arg-type]
+
+    if dry_run:
+        return sweep_once(seen)
+    before = eviction_counts(client)
+    started = time.monotonic()
+    result = sweep_once(seen)
+    why = markers_may_be_gone(before, eviction_counts(client), time.monotonic() - started)
+    if why:
+        log.warning(
+            "sweeping again: %s while the sweep ran, so the marker a fill leaves may have gone "
+            "before SCAN reached it",
+            why,
+        )
+        result.add(sweep_once(None))  # the first sweep's keys are the snapshot's
+        result.repeats += 1
+    return result
+
+
+def eviction_counts(client: redis.Redis) -> dict[str, int | None]:
+    """INFO `evicted_keys` of each primary (one entry on a single Redis); None where INFO
+    answers with an error (then the sweep is repeated: safe side)."""
+    if is_cluster(client):
+        cluster: RedisCluster = client  # type: ignore[assignment]
+        nodes = [
+            (node.name, cluster.get_redis_connection(node)) for node in cluster.get_primaries()
+        ]
+    else:
+        nodes = [("", client)]
+    counts: dict[str, int | None] = {}
+    for name, node in nodes:
+        try:
+            counts[name] = int(node.info("stats")["evicted_keys"])
+        except (redis.ConnectionError, redis.TimeoutError):
+            raise
+        except (redis.RedisError, KeyError, ValueError):
+            counts[name] = None
+    return counts
+
+
+def markers_may_be_gone(
+    before: dict[str, int | None], after: dict[str, int | None], seconds: float
+) -> str:
+    """Why a marker left during a sweep may be gone by its end ("": it cannot be): a key
+    evicted on a primary (or a count that cannot be read or compared, as when a failover
+    put another node in), or a sweep as long as the marker lives."""
+    if seconds * 1000 >= FILLED_GRACE_MS:
+        return f"{seconds:.0f} s passed (a marker lives {FILLED_GRACE_MS / 1000:.0f} s)"
+    if before.keys() != after.keys():
+        return "the cluster's primaries changed"
+    grew = sorted(
+        name or "redis"
+        for name, count in after.items()
+        if count is None or before[name] is None or count != before[name]
+    )
+    if grew:
+        return f"keys were evicted (or eviction counts unreadable) on {', '.join(grew)}"
+    return ""
 
 
 def _sweep_node(

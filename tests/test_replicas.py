@@ -20,6 +20,7 @@ import pytest
 import redis
 
 from config.query import SEED_WARM_PATTERNS, Query
+from tests.private_servers import free_port
 from tests.services import ROOT, VENV_BIN, Process, child_env, cli, connect, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.warm_fixtures import WarmEnv, cached, fresh, same, seed_elements, warm_env
@@ -200,6 +201,115 @@ def test_a_fill_from_a_held_replica_is_gone_once_it_applies_the_change(
                 held = cached(env, AD_HOC)
                 assert held is not None and same(held, filled)
                 assert not same(held, fresh(env, AD_HOC))  # stale until its TTL
+
+
+# ---- a follow-up the broker refuses to queue (issue 22, item 3) ---------------------------------
+
+
+def test_a_refused_follow_up_is_retried_not_flushed_and_forgotten(
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    replica_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A worker whose publishes the broker refuses (Celery's write URL points at a port where
+    nothing listens: a real refused connection, kombu OperationalError) sweeps a batch while
+    the replica is held, and cannot queue the follow-up. The batch must not end as done: a
+    worker that can publish gets it again and follows it up, so a reader's refill from the
+    late replica is removed once the replica applies the change. (Before the fix the refused
+    publish fell into a fallback flush with no GTID, reported done: the refill stayed.)"""
+    toml = replicas_toml(replica_params, max_wait_s=1)
+    # Redelivery after 20 s: longer than the refusing worker takes to end the batch either
+    # way (each refused send costs ~1 s of retries), so it is the only way the batch comes
+    # back, and only when it was not reported done.
+    with warm_env(
+        services, mysql_params, redis_client, tmp_path, toml_extra=toml, redeliver_after_s=20
+    ) as env:
+        seed_elements(env.conn, 200, random.Random(8))
+        worker = env.start_worker()
+        env.start_listener()
+        env.sync()  # the cold start is done
+        worker.stop()
+        env.env["CELERY_BROKER_WRITE_URL"] = f"redis://127.0.0.1:{free_port()}/1"
+        refusing = env.start_worker()
+        del env.env["CELERY_BROKER_WRITE_URL"]
+        key = env.keys.build(AD_HOC)
+
+        def followups() -> int:
+            return int(env.cache.hget(f"{env.state_prefix}stats", "replica_followups") or 0)
+
+        with replica_of(env, replica_params) as (replica, replica_db):
+            with sql_thread_stopped(replica):
+                env.execute(EDIT_SECURITY)
+                edit = gtid_seq(primary_position(env.conn))
+                wait_for(
+                    lambda: followups() >= 1,
+                    timeout=30,
+                    what="the invalidation to sweep and try to queue its follow-up",
+                )
+                refusing.stop()  # a warm shutdown: the task it runs ends first
+                # Readers refill from the late replica: the old rows.
+                filled = fill_from(replica_db, env, AD_HOC)
+                assert not same(filled, fresh(env, AD_HOC)), "the replica should be behind"
+                env.start_worker()
+                wait_for(
+                    lambda: followups() >= 2 or gtid_seq(checkpoint(env)) >= edit,
+                    timeout=60,
+                    what="the batch handed to a worker that can publish (or reported done)",
+                )
+                filled = fill_from(replica_db, env, AD_HOC)  # and again, after that sweep
+            caught_up(replica, env.conn)
+            wait_for(
+                lambda: not same(cached(env, AD_HOC), filled),
+                timeout=30,
+                what=f"{key}, refilled from the late replica, to be swept once it caught up",
+            )
+        assert followups() >= 2
+        assert "OperationalError" in refusing.output()
+
+
+def test_a_fallback_flush_waits_for_the_replica_and_is_followed_up(
+    services: dict[str, str],
+    mysql_params: dict[str, Any],
+    replica_params: dict[str, Any],
+    redis_client: redis.Redis,
+    tmp_path: Path,
+) -> None:
+    """A batch the task cannot process (here a malformed payload, through the real broker and
+    worker) falls back to a flush; the flush carries the batch's GTID, so with the replica
+    held it gets a follow-up flush, which removes a refill from the replica made after the
+    first flush. (Before the fix the flush had no GTID: done at once, the refill stayed.)"""
+    from tasks.app import INVALIDATE_TASK, send
+
+    toml = replicas_toml(replica_params, max_wait_s=1)
+    with warm_env(services, mysql_params, redis_client, tmp_path, toml_extra=toml) as env:
+        seed_elements(env.conn, 200, random.Random(8))
+        env.start_worker()
+        key = env.keys.build(AD_HOC)
+
+        def fallback_flushes() -> int:
+            return int(env.cache.hget(f"{env.state_prefix}stats", "fallback_flushes") or 0)
+
+        with replica_of(env, replica_params) as (replica, replica_db):
+            with sql_thread_stopped(replica):
+                env.execute(EDIT_SECURITY)
+                payload = {
+                    "images": 7,  # not a list: Batch.from_json fails, a bug as far as it knows
+                    "gtid": primary_position(env.conn),
+                    "term": "operator-test",
+                    "seq": 1,
+                }
+                send(INVALIDATE_TASK, [payload], f"{env.tag}.invalidate")
+                wait_for(lambda: fallback_flushes() >= 1, timeout=30, what="the fallback flush")
+                filled = fill_from(replica_db, env, AD_HOC)  # a refill from the late replica
+                assert not same(filled, fresh(env, AD_HOC)), "the replica should be behind"
+            caught_up(replica, env.conn)
+            wait_for(
+                lambda: not same(cached(env, AD_HOC), filled),
+                timeout=30,
+                what=f"{key}, refilled from the late replica, to be flushed once it caught up",
+            )
 
 
 def test_a_change_is_swept_after_the_replica_applied_it(

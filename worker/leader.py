@@ -2,7 +2,10 @@
 
 One listener replica holds the lock (SET NX PX) and renews it; the checkpoint is written by a
 script that first checks the lock is still ours, so a replica that lost the lock can never
-write another checkpoint.
+write another checkpoint. Acquiring is one script too: a free lock is taken (SET NX), and a
+lock that still holds our own token is renewed and kept (a listener whose stream broke
+streams again at once instead of waiting out its own lock, issue 22 item 7); a lock another
+replica holds is never touched, so the fencing stays as it was.
 """
 
 from __future__ import annotations
@@ -21,6 +24,15 @@ from core.keys import checkpoint_key, leader_key
 
 log = logging.getLogger(__name__)
 
+# 1: taken (it was free); 2: still ours, renewed; 0: another replica's.
+_ACQUIRE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 2
+end
+return 0
+"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -55,6 +67,7 @@ class Leadership:
         self.lock_key = leader_key(state_prefix)
         self.checkpoint_key = checkpoint_key(state_prefix)
         self.token = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
+        self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._fenced_set = client.register_script(_FENCED_SET)
         self._fenced_del = client.register_script(_FENCED_DEL)
@@ -66,11 +79,18 @@ class Leadership:
         return self.ttl_ms / 3000.0
 
     def try_acquire(self) -> bool:
-        if self.client.set(self.lock_key, self.token, nx=True, px=self.ttl_ms):
-            self.renewed_at = time.monotonic()
-            log.info("listener %s is the leader (lock %r)", self.token, self.lock_key)
-            return True
-        return False
+        """Take the lock if it is free, or keep it if it is still ours."""
+        taken = self._acquire(keys=[self.lock_key], args=[self.token, self.ttl_ms])
+        if not taken:
+            return False
+        self.renewed_at = time.monotonic()
+        log.info(
+            "listener %s %s (lock %r)",
+            self.token,
+            "is the leader" if taken == 1 else "still holds the lead",
+            self.lock_key,
+        )
+        return True
 
     def holder(self) -> str | None:
         value = self.client.get(self.lock_key)
