@@ -147,7 +147,7 @@ def invalidate(
 
 
 def read(client: redis.Redis, key: str | bytes, lease_ms: int) -> Answer:
-    """primer_cache_read: the primer server's read (here for tests, benches and the README)."""
+    """primer_cache_read: the primer server's read (here for tests, benches and docs/design.md)."""
     return parse_answer(_fcall(client, READ, key, lease_ms))
 
 

@@ -27,7 +27,7 @@ from primer_cache_client.keys import (
 from config.errors import ConfigError
 from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
-from config.replicas import ReplicaSettings, parse_replicas
+from config.replicas import REPLICA_KEYS, ReplicaSettings, parse_replicas
 from config.secrets import redact_url
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -383,6 +383,15 @@ _PARTITION_FIELDS: dict[str, Check] = {
     "attempts": _int(1, 100),
     "allow_drop_rows": _bool,
 }
+
+
+def toml_keys() -> list[str]:
+    """Every `section.key` the TOML file accepts, from the tables the parser itself uses."""
+    keys = {f"{section}.{key}" for section, key in _FIELDS}
+    keys |= {f"partitions.{key}" for key in _PARTITION_FIELDS}
+    keys |= {f"replicas.{key}" for key in REPLICA_KEYS}
+    keys.add("warm.patterns")
+    return sorted(keys)
 
 
 def _read_toml(path: str, problems: list[str]) -> dict[str, Any]:
