@@ -55,6 +55,7 @@ CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
 POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
 POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
+STANDBY_POLL_S = 0.05  # how often a standby tries the leader lock (a takeover waits this long)
 FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
 
 
@@ -67,7 +68,19 @@ class Listener:
         self.settings = settings
         self.name = f"listener[server_id={settings.server_id}]"
         self.redis = connect_redis(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        self.leadership = Leadership(self.redis, settings.state_prefix, settings.leader_ttl_ms)
+        # The lock is renewed by a thread of its own, on a connection of its own whose
+        # timeout is below the lock's TTL (a hung renewal must not outlive the lock).
+        renew_timeout = max(0.2, settings.leader_ttl_ms / 2000.0)
+        self.leadership = Leadership(
+            self.redis,
+            settings.state_prefix,
+            settings.leader_ttl_ms,
+            renew_client=connect_redis(
+                settings.redis_url,
+                socket_timeout=renew_timeout,
+                socket_connect_timeout=renew_timeout,
+            ),
+        )
         self.publisher = publisher or Publisher()
         self.stopping = threading.Event()
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
@@ -75,6 +88,8 @@ class Listener:
         self._cold_start_kind = metrics.FLUSH_COLD_START
         # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
         self.fast_lane = FastLane(settings) if settings.fast_lane_max_keys > 0 else None
+        self._warmed_up = False
+        self._took_lead_at = 0.0
 
     # ---- process lifetime -------------------------------------------------------------
 
@@ -141,17 +156,29 @@ class Listener:
     # ---- one leadership term ----------------------------------------------------------
 
     def _lead_once(self) -> None:
+        self._warm_up()
         if not self._wait_for_leadership():
             return
+        self._took_lead_at = time.monotonic()
+        self.leadership.start_renewing()
         metrics.FRESHNESS.lead(True)
         try:
             self._stream()
         except LeadershipLost as exc:
             log.warning("%s: %s; standing by", self.name, exc)
         finally:
+            self.leadership.stop_renewing()
             metrics.FRESHNESS.lead(False)
             if self.fast_lane is not None:
                 self.fast_lane.pause()  # a standby never scans
+
+    def _warm_up(self) -> None:
+        """Before waiting for the lock: what a first stream would pay for at takeover (Celery's
+        lazy imports, queue declarations and the broker connection: over a second), so that a
+        standby streams the moment the lock is free. Once per process."""
+        if not self._warmed_up:
+            self.publisher.connect()
+            self._warmed_up = True
 
     def _wait_for_leadership(self) -> bool:
         announced = False
@@ -162,7 +189,7 @@ class Listener:
             if not announced:
                 log.info("%s: leader is %s; waiting", self.name, self.leadership.holder())
                 announced = True
-            self.stopping.wait(self.leadership.renew_interval)
+            self.stopping.wait(STANDBY_POLL_S)
         return False
 
     def _stream(self) -> None:
@@ -190,10 +217,11 @@ class Listener:
             checkpoint = {**cold_start, "event_time": 0}
             ledger = self._cold_start(term, cold_start, "no checkpoint (first start or lost)")
         log.info(
-            "%s: streaming from %s (term %s)",
+            "%s: streaming from %s (term %s, %.0f ms after taking the lock)",
             self.name,
             position_text(checkpoint),
             term,
+            (time.monotonic() - self._took_lead_at) * 1000,
             extra={"position": position_text(checkpoint), "term": term},
         )
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
@@ -272,7 +300,8 @@ class Listener:
         while not self.stopping.is_set():
             freshness.tick()
             freshness.outstanding = bool(len(ledger))
-            self.leadership.renew_if_due()
+            self.leadership.alive()
+            self.leadership.check()
             if time.monotonic() - beat_at >= HEARTBEAT_EVERY:
                 self._heartbeat()
                 beat_at = time.monotonic()
