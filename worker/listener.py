@@ -22,7 +22,7 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from adapters import heartbeat, stats
+from adapters import heartbeat, liveness, stats
 from adapters.completion import Completion
 from adapters.redis_client import connect_redis
 from adapters.replicas import check_replicas
@@ -56,6 +56,7 @@ POLL_EVERY = 0.05  # how often the leader reads the state of the batches not don
 POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
 STANDBY_POLL_S = 0.05  # how often a standby tries the leader lock (a takeover waits this long)
+LIVENESS_EVERY = 0.2  # how often the leader asks whether its batches' workers are alive
 FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
 
 
@@ -423,6 +424,7 @@ class _Tracker:
         self.ledger = ledger
         self.completion = Completion(listener.redis, listener.settings.state_prefix)
         self.polled_at = 0.0
+        self.checked_at = 0.0  # when the holders' heartbeats were last looked at
         self.saved_at = 0.0
         self.saved: dict[str, Any] | None = None
 
@@ -435,22 +437,35 @@ class _Tracker:
         if len(ledger) and now - self.polled_at >= every:
             self.polled_at = now
             finished = ledger.update(self.completion.states(ledger.term, list(ledger.entries)), now)
+            if now - self.checked_at >= LIVENESS_EVERY:
+                self.checked_at = now
+                self._orphans(now)
             for entry in ledger.overdue(now):
                 self._redeliver(entry)
         # Work done moves the checkpoint at once; transactions that held nothing to publish
         # (read noise) move it at most every CHECKPOINT_EVERY.
         self.save_checkpoint(now, force=bool(finished))
 
-    def _redeliver(self, entry: Entry) -> None:
+    def _orphans(self, now: float) -> None:
+        """Publish again at once the batches whose worker is dead (adapters.liveness)."""
+        holders = self.ledger.holders()
+        if not holders:
+            return
+        s = self.listener.settings
+        alive = liveness.alive(self.listener.redis, s.state_prefix, holders)
+        for entry in self.ledger.orphaned(alive, now):
+            self._redeliver(entry, f"its worker {entry.holder} is dead")
+
+    def _redeliver(self, entry: Entry, why: str = "") -> None:
         batch = entry.batch
+        why = why or f"not done {self.ledger.redeliver_after:.0f} s after its last progress"
         log.warning(
-            "%s: batch %s/%d up to %s not done %.0f s after its last progress: "
-            "publishing it again (delivery %d)",
+            "%s: batch %s/%d up to %s %s: publishing it again (delivery %d)",
             self.listener.name,
             batch.term,
             batch.seq,
             batch.upto or "-",
-            self.ledger.redeliver_after,
+            why,
             entry.deliveries,
             extra={"term": batch.term, "seq": batch.seq, "upto": batch.upto, "gtid": batch.gtid},
         )
