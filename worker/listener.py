@@ -401,7 +401,10 @@ class Listener:
             last_commit=fresh.last_commit,
         )
         heartbeat.write(
-            self.redis, self.settings.state_prefix, beat, 3 * self.settings.leader_ttl_ms
+            self.redis,
+            self.settings.state_prefix,
+            beat,
+            int(1000 * heartbeat.stale_after_s(self.settings.leader_ttl_ms)),
         )
 
     def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
