@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 import redis
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from adapters.completion import BatchState
 from config.query import Query
@@ -121,3 +123,57 @@ def test_a_batch_is_published_again_once_per_dead_holder() -> None:
     assert again.batch.seq == one.seq and again.deliveries == 3
     ledger.update({one.seq: BatchState(done=True)}, now=6)
     assert ledger.holders() == set()
+
+
+holder_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("publish"), st.integers(0, 0)),
+        st.tuples(st.just("receive"), st.integers(0, 40)),  # a worker receives a batch
+        st.tuples(st.just("die"), st.integers(0, 3)),  # worker n dies
+        st.tuples(st.just("done"), st.integers(0, 40)),
+        st.tuples(st.just("look"), st.integers(0, 0)),  # the leader looks at the heartbeats
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=300)
+@given(steps=holder_steps)
+def test_orphans_against_a_model(steps: list[tuple[str, int]]) -> None:
+    """A batch is published again exactly when the last worker that received it is dead and
+    it was not already published again for that worker; never for a live one, never once
+    done."""
+    ledger = Ledger("t", {"gtid": "0-1-1"}, 0, limit=0, redeliver_after=1e9)
+    holder: dict[int, str] = {}  # not-done seq -> its last holder
+    answered: dict[int, str] = {}  # seq -> the dead holder it was published again for
+    dead: set[str] = set()
+    workers = [f"w{n}" for n in range(4)]
+    generation = 0
+    for kind, n in steps:
+        if kind == "publish":
+            batch = ledger.publish(Batch(), now=0)
+            holder[batch.seq] = ""
+        elif kind == "receive" and holder:
+            seq = sorted(holder)[n % len(holder)]
+            live = [w for w in workers if w not in dead]
+            if live:
+                generation += 1
+                holder[seq] = live[generation % len(live)]
+                ledger.update({seq: BatchState(holder=holder[seq])}, now=0)
+        elif kind == "die":
+            dead.add(workers[n])
+        elif kind == "done" and holder:
+            seq = sorted(holder)[n % len(holder)]
+            ledger.update({seq: BatchState(done=True)}, now=0)
+            del holder[seq]
+            answered.pop(seq, None)
+        elif kind == "look":
+            alive = {h for h in ledger.holders() if h not in dead}
+            got = {entry.batch.seq for entry in ledger.orphaned(alive, now=0)}
+            expected = {
+                seq for seq, h in holder.items() if h and h in dead and answered.get(seq) != h
+            }
+            assert got == expected
+            for seq in got:
+                answered[seq] = holder[seq]
+        assert ledger.holders() == {h for seq, h in holder.items() if h and answered.get(seq) != h}
