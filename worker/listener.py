@@ -325,6 +325,17 @@ class Listener:
                 freshness.took(item.event_time)
                 if fast is not None and item.images and not item.flush_reason:
                     fast_images |= item.images
+            if builder.complete:
+                readable = not events.empty()
+                if (
+                    pacer.catching_up
+                    and not readable
+                    and position_reached(builder.position, backlog_end)
+                ):
+                    pacer.backlog_read()
+                # The known keys go first: the completion poll below costs round trips.
+                if fast_images and (not readable or len(fast_images) >= FAST_LANE_MAX_IMAGES):
+                    self._fast_lane(fast_images, pacer, builder, now)
             tracker.poll(now, waiting=builder.has_work and ledger.full)
             if warms_owed and self._caught_up(pacer, ledger, now, events):
                 warms_owed = False
@@ -333,14 +344,6 @@ class Listener:
             if not builder.complete:
                 continue
             readable = not events.empty()
-            if (
-                pacer.catching_up
-                and not readable
-                and position_reached(builder.position, backlog_end)
-            ):
-                pacer.backlog_read()
-            if fast_images and (not readable or len(fast_images) >= FAST_LANE_MAX_IMAGES):
-                self._fast_lane(fast_images, pacer, builder, now)
             wall = time.time()
             if pacer.hold(now, wall, builder.rows, readable):
                 continue
