@@ -17,9 +17,9 @@ holder's heartbeat is gone.
 
 The state is one Redis hash per term under the state prefix: field `d<seq>` once the batch
 is done, `s<seq>` once it is swept, `p<seq>` counting its progress reports, `h<seq>` the
-worker that received it last. The hash expires
-a day after its last write. If it is lost (evicted, Redis restarted empty) the listener sees
-no progress and publishes its batches again: the safe side. Batches with seq 0 (operators',
+worker that received it last. The hash expires a day after its last write. If it is lost
+(evicted, Redis restarted empty) the listener sees no progress and publishes its batches
+again: the safe side. Batches with seq 0 (operators',
 the cold-start warm-up) take no part: reports about them are no-ops.
 """
 

@@ -163,7 +163,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 def _default_server_id() -> int:
     # A random id per process: replicas of one deployment (identical settings, one host or
     # many) must not share one (two binlog streams with one server_id fail with error 4052).
-    # The listener checks it against the replicas the server knows (worker.server_id).
+    # Only a leader streams, so two ids meet only during a takeover: a collision among n
+    # replicas is about n^2 / 2^33 likely (docs/takeover.md).
     return random.randint(SERVER_ID_RANGE[0], SERVER_ID_RANGE[1])
 
 
