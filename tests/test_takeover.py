@@ -116,8 +116,10 @@ def test_a_standby_takes_over_within_about_a_second_of_a_sigkill(
         first = car.start_listener()
         car.sync()
         car.checkpointed()  # the standby resumes from here: no flush removes the key below
-        standby = car.start_listener_standby()
         (key,) = car.plant(Query(("takeover",)))
+        standby = car.start_listener_standby()
+        # ready: its fast lane's snapshot is warm before it leads (one scan at start-up)
+        assert "fast lane: knows 1 key names" in standby.output()
         first.kill()
         car.insert_chunk("t1", "takeover")
         committed = time.monotonic()

@@ -175,11 +175,19 @@ class Listener:
 
     def _warm_up(self) -> None:
         """Before waiting for the lock: what a first stream would pay for at takeover (Celery's
-        lazy imports, queue declarations and the broker connection: over a second), so that a
-        standby streams the moment the lock is free. Once per process."""
-        if not self._warmed_up:
-            self.publisher.connect()
-            self._warmed_up = True
+        lazy imports, queue declarations and the broker connection: over a second), and one
+        SCAN for the fast lane's snapshot, so that a standby streams the moment the lock is
+        free and its fast lane knows the key names at once (the scans proper run only while
+        it leads: worker.fast_lane). Once per process."""
+        if self._warmed_up:
+            return
+        self.publisher.connect()
+        if self.fast_lane is not None:
+            try:
+                self.fast_lane.scan()
+            except redis.RedisError as exc:  # only speed is lost: the leader's scans follow
+                log.warning("%s: fast lane: the first scan failed (%s)", self.name, exc)
+        self._warmed_up = True
 
     def _wait_for_leadership(self) -> bool:
         announced = False
