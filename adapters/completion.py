@@ -11,10 +11,15 @@ stream it opens) and the batch's number in it. A task reports
   workers, so the batch no longer counts against `max_in_flight`;
 - `done(batch)`: every pass has run; the listener may checkpoint past the batch.
 
+And a worker's main process, as it receives a batch from the broker, records itself as its
+holder (`held`, adapters.liveness): the listener publishes a batch again as soon as its
+holder's heartbeat is gone.
+
 The state is one Redis hash per term under the state prefix: field `d<seq>` once the batch
-is done, `s<seq>` once it is swept, `p<seq>` counting its progress reports. The hash expires
-a day after its last write. If it is lost (evicted, Redis restarted empty) the listener sees
-no progress and publishes its batches again: the safe side. Batches with seq 0 (operators',
+is done, `s<seq>` once it is swept, `p<seq>` counting its progress reports, `h<seq>` the
+worker that received it last. The hash expires a day after its last write. If it is lost
+(evicted, Redis restarted empty) the listener sees no progress and publishes its batches
+again: the safe side. Batches with seq 0 (operators',
 the cold-start warm-up) take no part: reports about them are no-ops.
 """
 
@@ -40,6 +45,7 @@ class BatchState:
     done: bool = False
     progress: int = 0  # progress reports; any change means "still alive"
     swept: bool = False  # first sweep run; only follow-up passes are left
+    holder: str = ""  # the worker that received it last ("": none known)
 
 
 def completion_key(state_prefix: str, term: str) -> str:
@@ -79,16 +85,25 @@ class Completion:
         order = list(seqs)
         if not order:
             return {}
-        fields = [f"{kind}{seq}" for seq in order for kind in ("d", "p", "s")]
+        fields = [f"{kind}{seq}" for seq in order for kind in ("d", "p", "s", "h")]
         values = self.client.hmget(completion_key(self.state_prefix, term), fields)
         return {
             seq: BatchState(
-                done=values[3 * i] is not None,
-                progress=int(values[3 * i + 1] or 0),
-                swept=values[3 * i + 2] is not None,
+                done=values[4 * i] is not None,
+                progress=int(values[4 * i + 1] or 0),
+                swept=values[4 * i + 2] is not None,
+                holder=_text(values[4 * i + 3]),
             )
             for i, seq in enumerate(order)
         }
+
+    @staticmethod
+    def held(pipe: redis.client.Pipeline, state_prefix: str, batch: Batch, holder: str) -> None:
+        """Queue on `pipe` the record that worker `holder` received `batch`."""
+        if _tracked(batch):
+            key = completion_key(state_prefix, batch.term)
+            pipe.hset(key, f"h{batch.seq}", holder)
+            pipe.expire(key, STATE_TTL_S)
 
     def _write(self, term: str, op: Callable[[redis.client.Pipeline, str], object]) -> None:
         key = completion_key(self.state_prefix, term)
@@ -96,6 +111,10 @@ class Completion:
         op(pipe, key)
         pipe.expire(key, STATE_TTL_S)
         pipe.execute()
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode() if isinstance(value, bytes) else (value or "")
 
 
 def _tracked(batch: Batch) -> bool:

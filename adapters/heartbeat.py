@@ -30,6 +30,15 @@ class Heartbeat:
         return self.lag_s if self.caught_up else self.lag_s + max(0.0, now - self.at)
 
 
+STALE_AFTER_MIN_S = 10.0  # a 1 s lock must not make a busy leader's heartbeat look stale
+
+
+def stale_after_s(leader_ttl_ms: int) -> float:
+    """How old the heartbeat may be before the leader counts as not looking at its stream:
+    three lock TTLs, at least STALE_AFTER_MIN_S (it is written about once a second)."""
+    return max(STALE_AFTER_MIN_S, 3 * leader_ttl_ms / 1000)
+
+
 def write(client: redis.Redis, state_prefix: str, beat: Heartbeat, ttl_ms: int) -> None:
     client.set(heartbeat_key(state_prefix), json.dumps(asdict(beat)), px=ttl_ms)
 

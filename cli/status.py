@@ -5,7 +5,7 @@ Unhealthy means any of:
 - no listener holds the leader lock: the lock lapses `listener.leader_ttl_ms` after the
   leader's last renewal, so an absent lock is a leader gone for longer than the TTL;
 - the leader's lag (its heartbeat, adapters/heartbeat.py) is above `status.max_lag_s`, or it
-  has written no heartbeat for three lock TTLs;
+  has written no heartbeat for three lock TTLs (at least 10 s);
 - a configured warm key is missing from the cache (for WARM_GRACE_S: a re-warm follows
   each invalidation of one within milliseconds);
 - the managed analytics table has less than one month of partitions ahead of the current
@@ -25,7 +25,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters import unreachable
+from adapters import heartbeat, unreachable
 from config import Settings, load_settings
 
 WARM_GRACE_S = 2.0  # how long a warm key may be absent (deleted, re-warm on its way)
@@ -150,7 +150,7 @@ def _leader_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
         )
     else:
         age = info["heartbeat_age_seconds"]
-        if age is None or age > 3 * leader_ttl_ms / 1000:
+        if age is None or age > heartbeat.stale_after_s(leader_ttl_ms):
             problems.append(
                 f"leader {info['leader']} wrote no heartbeat "
                 + ("at all" if age is None else f"for {age:.1f} s")

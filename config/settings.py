@@ -6,10 +6,10 @@ Every bad value is collected and reported together in one ConfigError.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import string
 import tomllib
-import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +29,10 @@ from config.mysql import MySQLSettings
 from config.query import SEED_WARM_PATTERNS, Query
 from config.replicas import REPLICA_KEYS, ReplicaSettings, parse_replicas
 from config.secrets import redact_url
+
+# Where a listener's own server_id is drawn from when none is set (above the small ids
+# servers and hand-configured replicas use).
+SERVER_ID_RANGE = (1 << 20, (1 << 32) - 1)
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 # A namespace of our own (namespace_problem): ends in one of these, after this many characters.
@@ -76,7 +80,7 @@ class Settings:
     server_id: int = 0
     batch_max_changes: int = 5000
     batch_max_wait_ms: int = 20
-    leader_ttl_ms: int = 10_000
+    leader_ttl_ms: int = 1_000  # a dead leader's standby takes over within about this long
     max_in_flight: int = 2  # published batches not yet done; 0 = no backpressure
     redeliver_after_s: int = 30  # a batch with no progress this long is published again
     # The listener's fast lane (worker.fast_lane) knows at most this many key names (a larger
@@ -179,9 +183,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
 
 
 def _default_server_id() -> int:
-    # Stable per host so a restarted listener keeps its id; replicas on one host must
-    # set PRIMER_SERVER_ID (two binlog streams with one server_id fail with error 4052).
-    return 1000 + zlib.crc32(socket.gethostname().encode()) % 1_000_000
+    # A random id per process: replicas of one deployment (identical settings, one host or
+    # many) must not share one (two binlog streams with one server_id fail with error 4052).
+    # Only a leader streams, so two ids meet only during a takeover: a collision among n
+    # replicas is about n^2 / 2^33 likely (docs/takeover.md).
+    return random.randint(SERVER_ID_RANGE[0], SERVER_ID_RANGE[1])
 
 
 def _address(name: str, text: str, problems: list[str]) -> str:
@@ -364,7 +370,7 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("listener", "server_id"): ("server_id", _int(1, 2**32 - 1)),
     ("listener", "batch_max_changes"): ("batch_max_changes", _int(1, 100_000)),
     ("listener", "batch_max_wait_ms"): ("batch_max_wait_ms", _int(0, 10_000)),
-    ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(1000, 600_000)),
+    ("listener", "leader_ttl_ms"): ("leader_ttl_ms", _int(500, 600_000)),
     ("listener", "max_in_flight"): ("max_in_flight", _int(0, 1000)),
     ("listener", "redeliver_after_s"): ("redeliver_after_s", _int(1, 86_400)),
     ("listener", "fast_lane_max_keys"): ("fast_lane_max_keys", _int(0, 10_000_000)),

@@ -12,8 +12,10 @@ from celery.schedules import crontab
 from celery.signals import (
     after_setup_logger,
     after_setup_task_logger,
+    task_received,
     worker_init,
     worker_process_shutdown,
+    worker_ready,
 )
 from kombu import Queue
 
@@ -196,6 +198,27 @@ def _serve_metrics(**_: object) -> None:
         from tasks import metrics
 
         metrics.serve(settings.worker_metrics_port, settings.redis_url, settings.metrics_addr)
+
+
+@worker_ready.connect
+def _start_heartbeat(**_: object) -> None:
+    """The main process's heartbeat (tasks.liveness), before any batch is received."""
+    from tasks.liveness import worker_beat
+
+    worker_beat(settings)
+
+
+@task_received.connect
+def _hold_batch(request: Any = None, **_: object) -> None:
+    """The main process received a listener batch: record it as this worker's, so that the
+    listener publishes it again as soon as this worker is dead (adapters.liveness)."""
+    if request is None or request.task_name not in (INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK):
+        return
+    from tasks.liveness import worker_beat
+
+    args = request.args
+    if args:
+        worker_beat(settings).hold(args[0])
 
 
 @worker_process_shutdown.connect

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import random
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -143,7 +142,11 @@ class Sidecar:
         return self._start([*args, "--schedule", str(schedule)], self.env, "beat", ready="beat")
 
     def start_listener(self, server_id: int | None = None, metrics_port: int = 0) -> Process:
-        env = {**self.env, "PRIMER_SERVER_ID": str(server_id or random.randint(10_000, 2**31))}
+        """A listener; without `server_id` it draws its own, as every replica of a deployment
+        with one configuration does."""
+        env = dict(self.env)
+        if server_id:
+            env["PRIMER_SERVER_ID"] = str(server_id)
         if metrics_port:
             env["PRIMER_METRICS_PORT"] = str(metrics_port)
         self.listener = self._start(
@@ -152,9 +155,16 @@ class Sidecar:
         return self.listener
 
     def start_listener_standby(self) -> Process:
-        """A second replica (own server_id) that should wait for the leader lock."""
-        env = {**self.env, "PRIMER_SERVER_ID": str(random.randint(10_000, 2**31))}
-        return self._start([str(VENV_BIN / "primer-cache"), "listen"], env, "listener")
+        """A second replica, started exactly as the first (no setting of its own: it draws
+        its own server_id), that should wait for the leader lock; returns once it waits."""
+        proc = self._start([str(VENV_BIN / "primer-cache"), "listen"], self.env, "listener")
+        wait_for(
+            lambda: "waiting" in proc.output() or not proc.alive(),
+            timeout=60,
+            what="the standby listener to wait for the lock",
+        )
+        assert proc.alive(), proc.output()
+        return proc
 
     def _start(self, args: list[str], env: dict[str, str], name: str, ready: str = "") -> Process:
         log = self.workdir / f"{self.tag}-{name}{len(self.processes)}.log"

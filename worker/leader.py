@@ -2,10 +2,20 @@
 
 One listener replica holds the lock (SET NX PX) and renews it; the checkpoint is written by a
 script that first checks the lock is still ours, so a replica that lost the lock can never
-write another checkpoint. Acquiring is one script too: a free lock is taken (SET NX), and a
-lock that still holds our own token is renewed and kept (a listener whose stream broke
-streams again at once instead of waiting out its own lock, issue 22 item 7); a lock another
-replica holds is never touched, so the fencing stays as it was.
+write another checkpoint.
+
+The lock is short (`listener.leader_ttl_ms`, 1 s by default), so that a leader that died is
+replaced within about a second (docs/takeover.md). It is renewed every TTL/RENEWALS by a
+thread of its own (Renewer) on a connection of its own, not by the listener's loop: a burst of
+binlog, a slow publish or a fast-lane delete cannot starve the renewal. The loop reports that
+it is alive (`Leadership.alive()`); a loop that stalled for LOOP_STALL_S lets the lock go (a
+stuck leader must not hold it for good), and a renewal that finds the lock another's tells the
+loop (`Leadership.check()` raises LeadershipLost).
+
+Acquiring is one script too: a free lock is taken (SET NX), and a lock that still holds our
+own token is renewed and kept (a listener whose stream broke streams again at once instead of
+waiting out its own lock, issue 22 item 7); a lock another replica holds is never touched, so
+the fencing stays as it was.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import contextlib
 import json
 import logging
 import socket
+import threading
 import time
 import uuid
 from typing import Any
@@ -23,6 +34,10 @@ import redis
 from core.keys import checkpoint_key, leader_key
 
 log = logging.getLogger(__name__)
+
+RENEWALS = 4  # renewals per TTL: a renewal may fail or come late three times in a row
+LOOP_STALL_S = 10.0  # a leader whose loop made no progress this long lets its lock go
+RETRY_LOG_S = 10.0  # a renewal that fails (Redis away) is logged at most this often
 
 # 1: taken (it was free); 2: still ours, renewed; 0: another replica's.
 _ACQUIRE = """
@@ -60,8 +75,17 @@ class LeadershipLost(Exception):
 
 
 class Leadership:
-    def __init__(self, client: redis.Redis, state_prefix: str, ttl_ms: int) -> None:
+    def __init__(
+        self,
+        client: redis.Redis,
+        state_prefix: str,
+        ttl_ms: int,
+        renew_client: redis.Redis | None = None,
+    ) -> None:
+        """`renew_client`: the renewer thread's own connection (a client is not shared across
+        threads here); without one, the loop renews (renew_if_due), as tests of the lock do."""
         self.client = client
+        self.renew_client = renew_client
         self.ttl_ms = ttl_ms
         # one hash tag: the fencing scripts touch both keys (one slot on a cluster)
         self.lock_key = leader_key(state_prefix)
@@ -73,10 +97,11 @@ class Leadership:
         self._fenced_del = client.register_script(_FENCED_DEL)
         self._release = client.register_script(_RELEASE)
         self.renewed_at = 0.0
+        self._renewer: Renewer | None = None
 
     @property
     def renew_interval(self) -> float:
-        return self.ttl_ms / 3000.0
+        return self.ttl_ms / 1000.0 / RENEWALS
 
     def try_acquire(self) -> bool:
         """Take the lock if it is free, or keep it if it is still ours."""
@@ -105,7 +130,37 @@ class Leadership:
         if time.monotonic() - self.renewed_at >= self.renew_interval:
             self.renew()
 
+    # ---- renewing from a thread of its own ---------------------------------------------
+
+    def start_renewing(self) -> None:
+        """Renew the lock from the renewer thread until stop_renewing() (a term's length)."""
+        self.stop_renewing()
+        if self.renew_client is None:
+            return
+        self._renewer = Renewer(self, self.renew_client)
+        self._renewer.start()
+
+    def stop_renewing(self) -> None:
+        if self._renewer is not None:
+            self._renewer.stop()
+            self._renewer = None
+
+    def alive(self) -> None:
+        """The leader's loop made progress (the renewer keeps renewing while it does)."""
+        if self._renewer is not None:
+            self._renewer.loop_at = time.monotonic()
+
+    def check(self) -> None:
+        """Raise LeadershipLost once the renewer found the lock another's (or gone); without a
+        renewer, renew when due."""
+        renewer = self._renewer
+        if renewer is None:
+            self.renew_if_due()
+        elif renewer.lost.is_set():
+            raise LeadershipLost(f"listener {self.token} lost the leader lock {self.lock_key!r}")
+
     def release(self) -> None:
+        self.stop_renewing()
         with contextlib.suppress(redis.RedisError):
             self._release(keys=[self.lock_key], args=[self.token])
 
@@ -122,3 +177,49 @@ class Leadership:
     def clear_checkpoint(self) -> None:
         if not self._fenced_del(keys=[self.lock_key, self.checkpoint_key], args=[self.token]):
             raise LeadershipLost(f"listener {self.token} lost the leader lock")
+
+
+class Renewer(threading.Thread):
+    """Renews a held lock every renew_interval on its own connection, while the leader's loop
+    is alive; sets `lost` and ends when the lock is no longer ours."""
+
+    def __init__(self, leadership: Leadership, client: redis.Redis) -> None:
+        super().__init__(name="leader-lock", daemon=True)
+        self.leadership = leadership
+        self._renew = client.register_script(_RENEW)
+        self.lost = threading.Event()
+        self.loop_at = time.monotonic()
+        self._stopping = threading.Event()
+        self._logged_at = float("-inf")
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(5)
+
+    def run(self) -> None:
+        lead = self.leadership
+        while not self._stopping.wait(lead.renew_interval):
+            stalled = time.monotonic() - self.loop_at
+            if stalled >= LOOP_STALL_S:
+                # The loop is stuck: let the lock run out, so that a standby takes over.
+                self._log(f"the listener's loop made no progress for {stalled:.0f} s")
+                continue
+            try:
+                ours = self._renew(keys=[lead.lock_key], args=[lead.token, lead.ttl_ms])
+            except redis.RedisError as exc:
+                # Redis away: the lock runs out on its own; the next renewal says whether it
+                # is still ours. Meanwhile the checkpoint stays fenced.
+                self._log(f"renewing the leader lock failed ({exc})")
+                continue
+            if not ours:
+                self.lost.set()
+                return
+            lead.renewed_at = time.monotonic()
+
+    def _log(self, why: str) -> None:
+        now = time.monotonic()
+        if now - self._logged_at >= RETRY_LOG_S:
+            self._logged_at = now
+            token = self.leadership.token
+            log.warning("listener %s: %s; the leader lock is not renewed", token, why)

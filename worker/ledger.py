@@ -6,8 +6,12 @@ reported (adapters.completion), and asks it three things:
 - where it may checkpoint: the position just before the oldest batch not done (or, when
   every batch is done, the end of what it has read), so a restart replays every batch that
   may not have run;
+- which batches are orphaned: the worker that received one (its holder) is dead
+  (adapters.liveness); the listener publishes them again at once, once per holder, so a
+  worker that is slow but alive is never flooded;
 - which batches are overdue: no progress for `redeliver_after` seconds since they were
-  (re)published or last reported progress; the listener publishes them again;
+  (re)published or last reported progress; the listener publishes them again (the backstop,
+  for a worker that died before it said it held the batch, or that hangs alive);
 - whether it is full: `limit` batches not done and not swept (backpressure; 0 = never full).
   A swept batch waits only on read-replica follow-ups: it holds the checkpoint, not the
   stream (a replica that is down must not stop invalidation on the primary's time).
@@ -34,6 +38,8 @@ class Entry:
     progress: int = 0  # the last progress count seen
     deliveries: int = 1
     swept: bool = False  # its first sweep ran; only follow-up passes are left
+    holder: str = ""  # the worker that received it last ("": none known)
+    orphaned_by: str = ""  # the dead holder it was published again for
 
 
 class Ledger:
@@ -90,10 +96,30 @@ class Ledger:
                 finished.append(self.entries.pop(seq))
                 continue
             entry.swept = entry.swept or state.swept
+            entry.holder = state.holder or entry.holder
             if state.progress != entry.progress:
                 entry.progress = state.progress
                 entry.due = now + self.redeliver_after
         return finished
+
+    def holders(self) -> set[str]:
+        """The workers holding batches not done (whose death would orphan them)."""
+        return {e.holder for e in self.entries.values() if e.holder and e.holder != e.orphaned_by}
+
+    def orphaned(self, alive: set[str], now: float) -> list[Entry]:
+        """The batches to publish again now because their holder is not in `alive` (each once
+        per holder: a new holder must receive it before its death counts again); each is then
+        due `redeliver_after` later."""
+        lost = [
+            entry
+            for entry in self.entries.values()
+            if entry.holder and entry.holder != entry.orphaned_by and entry.holder not in alive
+        ]
+        for entry in lost:
+            entry.orphaned_by = entry.holder
+            entry.due = now + self.redeliver_after
+            entry.deliveries += 1
+        return lost
 
     def overdue(self, now: float) -> list[Entry]:
         """The batches to publish again now; each is due again `redeliver_after` later."""

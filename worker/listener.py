@@ -22,7 +22,7 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from adapters import heartbeat, stats, unreachable
+from adapters import heartbeat, liveness, stats, unreachable
 from adapters.completion import Completion
 from adapters.redis_client import connect_redis
 from adapters.replicas import check_replicas
@@ -55,6 +55,8 @@ CHECKPOINT_EVERY = 0.2  # at most this often while the checkpoint moves
 POLL_EVERY = 0.05  # how often the leader reads the state of the batches not done
 POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
+STANDBY_POLL_S = 0.05  # how often a standby tries the leader lock (a takeover waits this long)
+LIVENESS_EVERY = 0.2  # how often the leader asks whether its batches' workers are alive
 FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
 
 
@@ -67,7 +69,19 @@ class Listener:
         self.settings = settings
         self.name = f"listener[server_id={settings.server_id}]"
         self.redis = connect_redis(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
-        self.leadership = Leadership(self.redis, settings.state_prefix, settings.leader_ttl_ms)
+        # The lock is renewed by a thread of its own, on a connection of its own whose
+        # timeout is below the lock's TTL (a hung renewal must not outlive the lock).
+        renew_timeout = max(0.2, settings.leader_ttl_ms / 2000.0)
+        self.leadership = Leadership(
+            self.redis,
+            settings.state_prefix,
+            settings.leader_ttl_ms,
+            renew_client=connect_redis(
+                settings.redis_url,
+                socket_timeout=renew_timeout,
+                socket_connect_timeout=renew_timeout,
+            ),
+        )
         self.publisher = publisher or Publisher()
         self.stopping = threading.Event()
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
@@ -75,6 +89,8 @@ class Listener:
         self._cold_start_kind = metrics.FLUSH_COLD_START
         # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
         self.fast_lane = FastLane(settings) if settings.fast_lane_max_keys > 0 else None
+        self._warmed_up = False
+        self._took_lead_at = 0.0
 
     # ---- process lifetime -------------------------------------------------------------
 
@@ -142,17 +158,37 @@ class Listener:
     # ---- one leadership term ----------------------------------------------------------
 
     def _lead_once(self) -> None:
+        self._warm_up()
         if not self._wait_for_leadership():
             return
+        self._took_lead_at = time.monotonic()
+        self.leadership.start_renewing()
         metrics.FRESHNESS.lead(True)
         try:
             self._stream()
         except LeadershipLost as exc:
             log.warning("%s: %s; standing by", self.name, exc)
         finally:
+            self.leadership.stop_renewing()
             metrics.FRESHNESS.lead(False)
             if self.fast_lane is not None:
                 self.fast_lane.pause()  # a standby never scans
+
+    def _warm_up(self) -> None:
+        """Before waiting for the lock: what a first stream would pay for at takeover (Celery's
+        lazy imports, queue declarations and the broker connection: over a second), and one
+        SCAN for the fast lane's snapshot, so that a standby streams the moment the lock is
+        free and its fast lane knows the key names at once (the scans proper run only while
+        it leads: worker.fast_lane). Once per process."""
+        if self._warmed_up:
+            return
+        self.publisher.connect()
+        if self.fast_lane is not None:
+            try:
+                self.fast_lane.scan()
+            except redis.RedisError as exc:  # only speed is lost: the leader's scans follow
+                log.warning("%s: fast lane: the first scan failed (%s)", self.name, exc)
+        self._warmed_up = True
 
     def _wait_for_leadership(self) -> bool:
         announced = False
@@ -163,7 +199,7 @@ class Listener:
             if not announced:
                 log.info("%s: leader is %s; waiting", self.name, self.leadership.holder())
                 announced = True
-            self.stopping.wait(self.leadership.renew_interval)
+            self.stopping.wait(STANDBY_POLL_S)
         return False
 
     def _stream(self) -> None:
@@ -191,10 +227,11 @@ class Listener:
             checkpoint = {**cold_start, "event_time": 0}
             ledger = self._cold_start(term, cold_start, "no checkpoint (first start or lost)")
         log.info(
-            "%s: streaming from %s (term %s)",
+            "%s: streaming from %s (term %s, %.0f ms after taking the lock)",
             self.name,
             position_text(checkpoint),
             term,
+            (time.monotonic() - self._took_lead_at) * 1000,
             extra={"position": position_text(checkpoint), "term": term},
         )
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
@@ -273,7 +310,8 @@ class Listener:
         while not self.stopping.is_set():
             freshness.tick()
             freshness.outstanding = bool(len(ledger))
-            self.leadership.renew_if_due()
+            self.leadership.alive()
+            self.leadership.check()
             if time.monotonic() - beat_at >= HEARTBEAT_EVERY:
                 self._heartbeat()
                 beat_at = time.monotonic()
@@ -296,6 +334,17 @@ class Listener:
                 freshness.took(item.event_time)
                 if fast is not None and item.images and not item.flush_reason:
                     fast_images |= item.images
+            if builder.complete:
+                readable = not events.empty()
+                if (
+                    pacer.catching_up
+                    and not readable
+                    and position_reached(builder.position, backlog_end)
+                ):
+                    pacer.backlog_read()
+                # The known keys go first: the completion poll below costs round trips.
+                if fast_images and (not readable or len(fast_images) >= FAST_LANE_MAX_IMAGES):
+                    self._fast_lane(fast_images, pacer, builder, now)
             tracker.poll(now, waiting=builder.has_work and ledger.full)
             if warms_owed and self._caught_up(pacer, ledger, now, events):
                 warms_owed = False
@@ -304,14 +353,6 @@ class Listener:
             if not builder.complete:
                 continue
             readable = not events.empty()
-            if (
-                pacer.catching_up
-                and not readable
-                and position_reached(builder.position, backlog_end)
-            ):
-                pacer.backlog_read()
-            if fast_images and (not readable or len(fast_images) >= FAST_LANE_MAX_IMAGES):
-                self._fast_lane(fast_images, pacer, builder, now)
             wall = time.time()
             if pacer.hold(now, wall, builder.rows, readable):
                 continue
@@ -372,7 +413,10 @@ class Listener:
             last_commit=fresh.last_commit,
         )
         heartbeat.write(
-            self.redis, self.settings.state_prefix, beat, 3 * self.settings.leader_ttl_ms
+            self.redis,
+            self.settings.state_prefix,
+            beat,
+            int(1000 * heartbeat.stale_after_s(self.settings.leader_ttl_ms)),
         )
 
     def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
@@ -395,6 +439,7 @@ class _Tracker:
         self.ledger = ledger
         self.completion = Completion(listener.redis, listener.settings.state_prefix)
         self.polled_at = 0.0
+        self.checked_at = 0.0  # when the holders' heartbeats were last looked at
         self.saved_at = 0.0
         self.saved: dict[str, Any] | None = None
 
@@ -407,22 +452,35 @@ class _Tracker:
         if len(ledger) and now - self.polled_at >= every:
             self.polled_at = now
             finished = ledger.update(self.completion.states(ledger.term, list(ledger.entries)), now)
+            if now - self.checked_at >= LIVENESS_EVERY:
+                self.checked_at = now
+                self._orphans(now)
             for entry in ledger.overdue(now):
                 self._redeliver(entry)
         # Work done moves the checkpoint at once; transactions that held nothing to publish
         # (read noise) move it at most every CHECKPOINT_EVERY.
         self.save_checkpoint(now, force=bool(finished))
 
-    def _redeliver(self, entry: Entry) -> None:
+    def _orphans(self, now: float) -> None:
+        """Publish again at once the batches whose worker is dead (adapters.liveness)."""
+        holders = self.ledger.holders()
+        if not holders:
+            return
+        s = self.listener.settings
+        alive = liveness.alive(self.listener.redis, s.state_prefix, holders)
+        for entry in self.ledger.orphaned(alive, now):
+            self._redeliver(entry, f"its worker {entry.holder} is dead")
+
+    def _redeliver(self, entry: Entry, why: str = "") -> None:
         batch = entry.batch
+        why = why or f"not done {self.ledger.redeliver_after:.0f} s after its last progress"
         log.warning(
-            "%s: batch %s/%d up to %s not done %.0f s after its last progress: "
-            "publishing it again (delivery %d)",
+            "%s: batch %s/%d up to %s %s: publishing it again (delivery %d)",
             self.listener.name,
             batch.term,
             batch.seq,
             batch.upto or "-",
-            self.ledger.redeliver_after,
+            why,
             entry.deliveries,
             extra={"term": batch.term, "seq": batch.seq, "upto": batch.upto, "gtid": batch.gtid},
         )
