@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from config.errors import ConfigError
-from config.mysql import MySQLSettings
+from config.mysql import MySQLSettings, parse_sources
 from config.query import SEED_WARM_PATTERNS, Query
 from config.replicas import ReplicaSettings, parse_replicas
 from config.secrets import redact_url
@@ -87,6 +87,13 @@ class Settings:
     queue_prefix: str = "primer"
     partitions: PartitionSettings = field(default_factory=PartitionSettings)
     replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
+    # The listener's binlog sources in order (PRIMER_MYSQL_URL with several URLs): the primary
+    # first, then the replicas that may be promoted in its place. Empty: `mysql` alone.
+    mysql_sources: tuple[MySQLSettings, ...] = ()
+
+    @property
+    def sources(self) -> tuple[MySQLSettings, ...]:
+        return self.mysql_sources or (self.mysql,)
 
     def __repr__(self) -> str:
         return (
@@ -101,8 +108,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     problems: list[str] = []
 
     url = env.get("PRIMER_MYSQL_URL")
+    sources: tuple[MySQLSettings, ...] = ()
     if url:
-        mysql = MySQLSettings.from_url(url, problems)
+        sources = parse_sources(url, problems)
+        mysql = sources[0] if sources else None
     else:
         mysql = MySQLSettings.from_megamind_env(env, problems)
 
@@ -153,6 +162,8 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         raise ConfigError(problems)
     if not values.get("server_id"):
         values["server_id"] = _default_server_id()
+    if len(sources) > 1:
+        values["mysql_sources"] = sources
     return Settings(mysql=mysql, redis_url=redis_url, broker_url=broker_url, **values)
 
 

@@ -14,6 +14,7 @@ import redis
 
 from adapters.redis_client import connect_redis
 from adapters.replicas import ReplicaWaiter
+from adapters.sources import SourcePicker
 from config import Settings
 from core.keys import KeyFormat
 
@@ -74,15 +75,10 @@ class Runtime:
 
 
 def connect_mysql(settings: Settings, **extra: Any) -> pymysql.Connection:
-    return pymysql.connect(
-        database=settings.mysql.database,
-        autocommit=True,
-        connect_timeout=5,
-        read_timeout=60,
-        write_timeout=60,
-        charset="utf8mb4",
-        **settings.mysql.connect_kwargs(),
-        **extra,
+    """The primary among the configured sources (adapters.sources): after a failover, the
+    replica promoted in its place."""
+    return SourcePicker(settings.sources).connect(
+        read_timeout=60, write_timeout=60, charset="utf8mb4", **extra
     )
 
 

@@ -133,8 +133,10 @@ class PrivateMariaDB(_Server):
 
     name = "mariadb"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, server_id: int = 1, options: tuple[str, ...] = ()) -> None:
         super().__init__(workdir)
+        self.server_id = server_id
+        self.options = options  # more mariadbd arguments, e.g. --log-slave-updates
         self.data = self.dir / "data"
         install = shutil.which("mariadb-install-db") or "mariadb-install-db"
         user = os.environ.get("USER") or "root"
@@ -165,11 +167,23 @@ class PrivateMariaDB(_Server):
             "--binlog-format=ROW",
             "--binlog-row-image=FULL",
             "--binlog-row-metadata=FULL",
-            "--server-id=1",
+            f"--server-id={self.server_id}",
             "--innodb-buffer-pool-size=32M",
             "--innodb-log-file-size=16M",
             f"--log-error={self.dir / 'error.log'}",
+            *self.options,
         ]
+
+    def sql(self, *statements: str) -> list[tuple[Any, ...]]:
+        """Run `statements` as root; the last one's rows."""
+        conn = pymysql.connect(autocommit=True, connect_timeout=5, **self.params)
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -186,6 +200,40 @@ class PrivateMariaDB(_Server):
         except pymysql.err.OperationalError:
             time.sleep(0.05)
             return False
+
+
+def gtid_replica(workdir: Path, server_id: int = 2) -> PrivateMariaDB:
+    """A MariaDB to make a GTID replica of another (replicate()): its own binlog with the
+    replicated transactions in it (a listener can stream from it once promoted), read-only."""
+    return PrivateMariaDB(
+        workdir, server_id=server_id, options=("--log-slave-updates", "--read-only")
+    )
+
+
+def replicate(primary: PrivateMariaDB, replica: PrivateMariaDB) -> None:
+    """Make `replica` a GTID replica of `primary` from the primary's current position
+    (DESIGN.md section 6), and wait until it runs."""
+    ((position,),) = primary.sql("SELECT @@GLOBAL.gtid_binlog_pos")
+    replica.sql(
+        f"SET GLOBAL gtid_slave_pos = '{position}'",
+        f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
+        "MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, "
+        "MASTER_CONNECT_RETRY=1",
+        "START SLAVE",
+    )
+    wait_for(lambda: caught_up(primary, replica), timeout=30, what="the replica to catch up")
+
+
+def caught_up(primary: PrivateMariaDB, replica: PrivateMariaDB) -> bool:
+    """Whether `replica` has applied everything `primary` has in its binlog."""
+    ((position,),) = primary.sql("SELECT @@GLOBAL.gtid_binlog_pos")
+    ((reached,),) = replica.sql(f"SELECT MASTER_GTID_WAIT('{position}', 0)")
+    return int(reached) == 0
+
+
+def promote(replica: PrivateMariaDB) -> None:
+    """Make a replica the primary: stop replicating, forget the old primary, accept writes."""
+    replica.sql("STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0")
 
 
 class PrivateRabbitMQ(_Server):

@@ -87,7 +87,11 @@ class Sidecar:
             + ("" if self.refresh else "[refresh]\nmax_keys = 0\n")
             + self.extra_toml
         )
-        mysql_url = self.base_env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{self.database}"
+        # each source's URL (PRIMER_MYSQL_URL may list several) with the scratch database
+        mysql_url = ",".join(
+            url.rsplit("/", 1)[0] + f"/{self.database}"
+            for url in self.base_env["PRIMER_MYSQL_URL"].split(",")
+        )
         extra = {"PRIMER_BROKER_URL": self.broker_url} if self.broker_url else {}
         self.env = child_env(
             self.base_env, PRIMER_MYSQL_URL=mysql_url, PRIMER_CONFIG=str(self.config), **extra

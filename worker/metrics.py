@@ -112,11 +112,13 @@ FLUSH_COLD_START = "cold_start"  # no checkpoint: first start, or the checkpoint
 FLUSH_UNRESUMABLE = "checkpoint_unresumable"  # the binlog at the checkpoint is gone
 FLUSH_DDL = "ddl"  # TRUNCATE, DROP, ALTER... of a watched table
 FLUSH_ODD_ROW = "odd_row"  # a row image the sidecar cannot read
+FLUSH_SOURCE_LACKS = "source_lacks_position"  # a failover's new primary lacks the checkpoint
 FLUSH_REASONS = (
     FLUSH_COLD_START,
     FLUSH_UNRESUMABLE,
     FLUSH_DDL,
     FLUSH_ODD_ROW,
+    FLUSH_SOURCE_LACKS,
 )
 OPERATIONS = ("insert", "update", "delete")
 for _reason in FLUSH_REASONS:

@@ -27,7 +27,7 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from config import Settings
+from config import MySQLSettings, Settings
 from worker import metrics
 from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
 from worker.rowdecode import RowDecoder
@@ -92,7 +92,10 @@ class BinlogReader(threading.Thread):
         server: ServerInfo,
         start: dict[str, Any],
         out: queue.Queue[Transaction | BaseException],
+        source: MySQLSettings | None = None,
     ) -> None:
+        """`source`: the server to stream from (adapters.sources picked it); default
+        settings.mysql."""
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
         self.server = server
@@ -113,7 +116,7 @@ class BinlogReader(threading.Thread):
         else:
             kwargs.update(log_file=self.position.file, log_pos=self.position.pos)
         self.stream = BinLogStreamReader(
-            connection_settings=settings.mysql.connect_kwargs(),
+            connection_settings=(source or settings.mysql).connect_kwargs(),
             server_id=settings.server_id,
             blocking=True,
             resume_stream=True,
