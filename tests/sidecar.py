@@ -57,6 +57,7 @@ class Sidecar:
     tag: str = field(default_factory=lambda: unique("t"))
     extra_toml: str = ""
     listener_toml: str = ""  # more [listener] settings, one per line
+    cache_toml: str = ""  # more [cache] settings, one per line
     second_pass_ms: int = 0
     leader_ttl_ms: int = 3000  # a stall (SIGSTOP) longer than this costs the lead
     warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
@@ -79,7 +80,8 @@ class Sidecar:
         self.config.write_text(
             f'[cache]\nkey_prefix = "{self.key_prefix}"\nstate_prefix = "{self.state_prefix}"\n'
             f"second_pass_ms = {self.second_pass_ms}\n"
-            f'[celery]\nqueue_prefix = "{self.tag}"\n'
+            + self.cache_toml
+            + f'[celery]\nqueue_prefix = "{self.tag}"\n'
             f"[listener]\nleader_ttl_ms = {self.leader_ttl_ms}\n"
             f"redeliver_after_s = {self.redeliver_after_s}\n"
             + self.listener_toml

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import signal
+import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -110,7 +111,9 @@ def test_the_listener_follows_a_promoted_replica(
         car.conn = connect(replica.params, database)  # the application follows, too
         for _ in range(15):
             work.change()
-        work.wait_complete("primary SIGKILLed, replica promoted", 0.0, CATCH_UP_TIMEOUT)
+        work.wait_complete(
+            "primary SIGKILLed, replica promoted", time.monotonic(), CATCH_UP_TIMEOUT
+        )
         assert "is the primary now" in listener.output()
         assert "LACKS PART OF CHECKPOINT" not in listener.output()
         assert listener.alive()
