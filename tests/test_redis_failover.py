@@ -138,3 +138,23 @@ def test_a_sentinel_url_reaches_the_primary(tmp_path: Path) -> None:
         wait_for(lambda: replica.get("k") == b"v", timeout=10, what="the write replicated")
     finally:
         group.stop()
+
+
+def test_a_sentinel_broker_carries_the_batches(
+    services: dict[str, str], mysql_params: dict, tmp_path: Path
+) -> None:
+    """The broker, too, found through the sentinels (kombu's sentinel transport)."""
+    group = SentinelGroup(tmp_path / "redis")
+    group.start()
+    try:
+        env = {**services, "PRIMER_REDIS_URL": group.url}
+        broker = group.url.rsplit("/", 1)[0] + "/1"
+        client = following(group.url)
+        with isolated(Sidecar, env, mysql_params, client, tmp_path, broker_url=broker) as car:
+            assert car.settings.broker_url == broker
+            car.start_worker()
+            car.start_listener()
+            car.sync()
+            assert car.worker is not None and "sentinel://" in car.worker.output()
+    finally:
+        group.stop()
