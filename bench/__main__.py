@@ -12,6 +12,7 @@ from bench import (
     bench_partitions,
     bench_pipeline,
     bench_replicas,
+    bench_soak,
     bench_warming,
 )
 
@@ -23,6 +24,7 @@ for bench in (
     bench_leases,
     bench_partitions,
     bench_cluster,
+    bench_soak,
 ):
     print(f"\n===== {bench.__name__} =====", flush=True)
     sys.argv = [bench.__name__]

@@ -339,13 +339,20 @@ class PrivateSentinel(_Server):
 
     name = "sentinel"
 
-    def __init__(self, workdir: Path, primary: PrivateRedis, service: str, quorum: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        primary: PrivateRedis,
+        service: str,
+        quorum: int,
+        down_after_ms: int = 1000,
+    ) -> None:
         super().__init__(workdir)
         self.conf = self.dir / "sentinel.conf"
         self.conf.write_text(
             f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
             f"sentinel monitor {service} 127.0.0.1 {primary.port} {quorum}\n"
-            f"sentinel down-after-milliseconds {service} 1000\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
             f"sentinel failover-timeout {service} 5000\n"
             f"sentinel parallel-syncs {service} 1\n"
         )
@@ -430,7 +437,8 @@ class SentinelGroup:
 
     service = "primer-test"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, down_after_ms: int = 1000) -> None:
+        self.down_after_ms = down_after_ms  # a primary silent this long is taken for dead
         self.primary = PrivateRedis(workdir / "primary")
         self.replica = PrivateRedis(workdir / "replica")
         self.sentinels: list[PrivateSentinel] = []
@@ -443,7 +451,9 @@ class SentinelGroup:
         self.replica.start()
         wait_for(self._replica_linked, timeout=30, what="the replica to sync")
         for n in range(3):
-            sentinel = PrivateSentinel(self.workdir / f"s{n}", self.primary, self.service, 2)
+            sentinel = PrivateSentinel(
+                self.workdir / f"s{n}", self.primary, self.service, 2, self.down_after_ms
+            )
             sentinel.start()
             self.sentinels.append(sentinel)
         wait_for(self._watching, timeout=30, what="the sentinels to see the replica and each other")
