@@ -33,10 +33,9 @@ from tempfile import TemporaryDirectory
 
 import pymysql
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from adapters.redis_client import connect_redis
+from adapters.replica_ack import ReplicaAck
 from adapters.sources import SourcePicker
 from config.mysql import MySQLSettings
 from config.query import Query
@@ -219,13 +218,9 @@ class Soak:
             "PRIMER_REDIS_URL": self.redis.url,
             "PRIMER_BROKER_URL": self.broker.url,
         }
-        self.client = connect_redis(
-            self.redis.url,
-            socket_timeout=5,
-            socket_connect_timeout=2,
-            retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 30),
-            retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-        )
+        # redis-py's default retries (10, backoff capped at 1 s): a client given many more
+        # was seen stuck retrying the dead primary long after the failover.
+        self.client = connect_redis(self.redis.url, socket_timeout=5, socket_connect_timeout=2)
         conn = connect(self.db.params, database)
         self.car = Sidecar(
             env,
@@ -334,6 +329,41 @@ def report(rate: int, soak: Soak) -> None:
         print(f"gone within 1 s: {100 * within / len(changes):.3f}%")
 
 
+def wait_cost(workdir: Path, rounds: int = 2000) -> None:
+    """What cache.wait_replicas costs a batch: ReplicaAck.confirm() (marker write + WAIT 1)
+    against the same pipeline without WAIT, on a primary with one replica (loopback)."""
+    group = SentinelGroup(workdir / "wait-cost")
+    group.start()
+    try:
+        client = group.primary.client()
+        ack = ReplicaAck(client, "bench:", wanted=1, timeout_ms=1000)
+        plain = ReplicaAck(client, "bench:", wanted=0, timeout_ms=1000)
+
+        def timed(confirm: ReplicaAck) -> list[float]:
+            out = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                if confirm.wanted:
+                    confirm.confirm()
+                else:
+                    pipe = client.pipeline(transaction=False)
+                    pipe.incr("bench:replica-ack")
+                    pipe.expire("bench:replica-ack", 3600)
+                    pipe.execute()
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+
+        base, waited = timed(plain), timed(ack)
+        print("\n## WAIT's cost per batch (cache.wait_replicas = 1, one replica, loopback)")
+        for name, got in (("marker write, no WAIT", base), ("marker write + WAIT 1", waited)):
+            print(
+                f"{name:24} p50 {pct(got, 0.5):6.3f} ms  p99 {pct(got, 0.99):6.3f} ms  (n={rounds})"
+            )
+        print(f"added per batch: p50 {pct(waited, 0.5) - pct(base, 0.5):.3f} ms")
+    finally:
+        group.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[100, 500])
@@ -341,6 +371,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="work (and leave the logs) under this dir")
     args = parser.parse_args()
     services = service_env()
+    with TemporaryDirectory(prefix="primer-soak-") as tmp:
+        wait_cost(Path(tmp))
     for rate in args.rates:
         with TemporaryDirectory(prefix="primer-soak-") as tmp:
             workdir = args.keep / f"rate{rate}" if args.keep else Path(tmp)
