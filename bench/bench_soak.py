@@ -134,6 +134,8 @@ class Writer(threading.Thread):
             ahead = sent / self.rate - (time.perf_counter() - start)
             if ahead > 0:
                 time.sleep(ahead)
+            elif ahead < -0.1:  # held up (a failover, the CPU): go on at the rate, no burst
+                start = time.perf_counter() - sent / self.rate
             sent += 1
             n = self.next_chunk
             if n >= self.chunks:
