@@ -6,9 +6,11 @@ ENVSH  := set -a; . .run/services.env; set +a
 
 .PHONY: run test install services stop-services lint bench sample-data
 
-$(STAMP): pyproject.toml
+# The client library (client/, its own distribution) first: the sidecar depends on it.
+$(STAMP): pyproject.toml client/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e './client[hiredis,metrics]'
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 

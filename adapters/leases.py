@@ -12,7 +12,16 @@ from typing import Any, NamedTuple
 
 import redis
 
-from adapters.lease_library import FILL, INVALIDATE, LIBRARY, READ, RELEASE, WARM_LEASE
+from adapters.lease_library import (
+    FILL,
+    INVALIDATE,
+    LIBRARY,
+    READ,
+    RELEASE,
+    WARM_LEASE,
+    Answer,
+    parse_answer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -22,22 +31,6 @@ MIN_VERSION = (7, 0)
 class LeaseLibraryError(Exception):
     """Raised when the function library cannot be loaded: a Redis older than 7.0 (no
     functions), or one that refuses FUNCTION LOAD."""
-
-
-class Answer(NamedTuple):
-    """What primer_cache_read (or primer_cache_warm_lease) said: kind is "hit" (payload: the
-    value), "lease" (payload: the token) or "busy" (payload: milliseconds left, as bytes)."""
-
-    kind: str
-    payload: bytes
-
-    @property
-    def token(self) -> str | None:
-        return self.payload.decode() if self.kind == "lease" else None
-
-    @property
-    def ms_left(self) -> int:
-        return int(self.payload) if self.kind == "busy" else 0
 
 
 def _nodes(client: redis.Redis) -> list[redis.Redis]:
@@ -154,9 +147,8 @@ def invalidate(
 
 
 def read(client: redis.Redis, key: str | bytes, lease_ms: int) -> Answer:
-    """primer_cache_read: the primer server's read (here for tests, benches and the README)."""
-    kind, payload = _fcall(client, READ, key, lease_ms)
-    return Answer(_text(kind), _bytes(payload))
+    """primer_cache_read: the primer server's read (here for tests, benches and docs/design.md)."""
+    return parse_answer(_fcall(client, READ, key, lease_ms))
 
 
 def warm_lease(client: redis.Redis, key: str | bytes, lease_ms: int) -> str | None:

@@ -6,7 +6,9 @@ Run one alone, with its own options: `python -m bench.bench_pipeline --help`.
 import sys
 
 from bench import (
+    bench_client,
     bench_cluster,
+    bench_http,
     bench_leases,
     bench_listener,
     bench_partitions,
@@ -25,6 +27,8 @@ for bench in (
     bench_partitions,
     bench_cluster,
     bench_soak,
+    bench_client,
+    bench_http,
 ):
     print(f"\n===== {bench.__name__} =====", flush=True)
     sys.argv = [bench.__name__]

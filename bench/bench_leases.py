@@ -78,7 +78,7 @@ def zipf(count: int) -> tuple[float, ...]:
 
 
 class LeasedPrimerServer(PrimerServer):
-    """Reads with primer_cache_read and fills with primer_cache_fill, as the README says. On
+    """Reads with primer_cache_read and fills with primer_cache_fill, as docs/design.md says. On
     `busy` it waits for the other reader's fill a little (BUSY_WAIT_S at most, polling), then
     reads the database itself without filling."""
 

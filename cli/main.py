@@ -1,4 +1,5 @@
-"""`primer-cache`: listen, warm, invalidate, partitions, status, check, functions."""
+"""`primer-cache`: listen, warm, invalidate, partitions, status, check, functions,
+ack-undecodable."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from adapters import logs
-from cli import check, functions, invalidate, listen, partitions, status, warm
+from cli import ack, check, functions, invalidate, listen, partitions, status, warm
 from cli.errors import OperationError, UsageError
 from config import ConfigError
 
@@ -23,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="primer-cache", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (listen, warm, invalidate, partitions, status, check, functions):
+    for module in (listen, warm, invalidate, partitions, status, check, functions, ack):
         module.register(commands)
     return parser
 

@@ -9,7 +9,10 @@ Unhealthy means any of:
 - a configured warm key is missing from the cache (for WARM_GRACE_S: a re-warm follows
   each invalidation of one within milliseconds);
 - the managed analytics table has less than one month of partitions ahead of the current
-  one (or they cannot be read).
+  one (or they cannot be read);
+- the listener met binlog events it could not read (it flushed and stepped past each one:
+  adapters/undecodable.py) that no operator has acknowledged with
+  `primer-cache ack-undecodable`.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ def register(commands: Any) -> None:
 
 
 def collect(settings: Settings | None = None) -> dict[str, Any]:
-    from adapters import heartbeat
+    from adapters import heartbeat, undecodable
     from adapters.redis_client import connect_redis
     from core.keys import KeyFormat, checkpoint_key, leader_key
     from tasks.app import QUEUES
@@ -66,6 +69,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
         "warm_keys_present": sum(warm.values()),
         "partitions": _partitions(settings),
         "stats": {_text(k): int(v) for k, v in cache.hgetall(stats_key(prefix)).items()},
+        "undecodable_events": undecodable.read(cache, prefix),
     }
     problems = health_problems(info, settings.leader_ttl_ms)
     return {"healthy": not problems, "problems": problems, **info}
@@ -102,6 +106,13 @@ def health_problems(info: dict[str, Any], leader_ttl_ms: int) -> list[str]:
         problems.append(
             f"partitions of {part['table']}: {part['headroom_months']} month(s) ahead "
             f"(through {part['through'] or 'none'}); run `primer-cache partitions ensure`"
+        )
+    bad = info.get("undecodable_events")
+    if bad:
+        problems.append(
+            f"{bad['count']} binlog event(s) the listener could not read (each flushed the "
+            f"cache and was stepped past), the last at {bad.get('where')}: {bad.get('error')}; "
+            "fix the cause, then run `primer-cache ack-undecodable`"
         )
     return problems
 

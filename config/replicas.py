@@ -14,6 +14,9 @@ from config.mysql import MySQLSettings
 
 DEFAULT_MAX_WAIT_S = 10.0
 MAX_WAIT_CEILING_S = 3600.0
+# The keys of the TOML [replicas] table (docs/configuration.md lists them; tests/test_docs.py
+# keeps the two in step).
+REPLICA_KEYS = ("urls", "max_wait_s")
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,9 @@ def parse_replicas(
         problems.append("[replicas] is not a table")
         section = None
     for key, value in (section or {}).items():
-        if key == "urls":
+        if key not in REPLICA_KEYS:
+            problems.append(f"unknown setting replicas.{key}")
+        elif key == "urls":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 problems.append(f"replicas.urls = {value!r} is not a list of mysql:// URLs")
                 continue
@@ -55,8 +60,6 @@ def parse_replicas(
                 )
                 continue
             values["max_wait_s"] = float(value)
-        else:
-            problems.append(f"unknown setting replicas.{key}")
     text = env.get("PRIMER_REPLICA_URLS")
     if text is not None:
         pieces = [piece.strip() for piece in text.split(",")]

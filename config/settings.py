@@ -15,23 +15,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+# The key format's defaults and the lease keys' prefix (fixed: the function library is one per
+# Redis server) belong to the primer server's client library, the wire contract's one owner.
+from primer_cache_client.keys import (
+    DEFAULT_KEY_PREFIX,
+    DEFAULT_KEY_TEMPLATE,
+    KEY_FIELDS,
+    LEASE_PREFIX,
+)
+
 from config.errors import ConfigError
 from config.mysql import MySQLSettings, parse_sources
 from config.query import SEED_WARM_PATTERNS, Query
-from config.replicas import ReplicaSettings, parse_replicas
+from config.replicas import REPLICA_KEYS, ReplicaSettings, parse_replicas
 from config.secrets import redact_url
 from config.sentinel import is_sentinel_url, parse_sentinel_url
 
-# The lease keys' prefix (core.keys builds and parses lease names). Fixed, not under the
-# configurable state prefix: the function library is one per Redis server, shared by every
-# sidecar (and test) using it, so it cannot know a per-sidecar prefix. Leases of different
-# sidecars stay apart because each lease name holds its whole cache key.
-LEASE_PREFIX = "primer-cache:lease:"
-
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
-DEFAULT_KEY_PREFIX = "megamind:primer:"
-DEFAULT_KEY_TEMPLATE = "primer:{cats}:{priority_threshold}:{enforcement_level}:{sort_by}:{limit}"
-KEY_FIELDS = ("cats", "priority_threshold", "enforcement_level", "sort_by", "limit")
 
 
 @dataclass(frozen=True)
@@ -346,6 +346,15 @@ _PARTITION_FIELDS: dict[str, Check] = {
     "lock_wait_timeout": _int(1, 3600),
     "attempts": _int(1, 100),
 }
+
+
+def toml_keys() -> list[str]:
+    """Every `section.key` the TOML file accepts, from the tables the parser itself uses."""
+    keys = {f"{section}.{key}" for section, key in _FIELDS}
+    keys |= {f"partitions.{key}" for key in _PARTITION_FIELDS}
+    keys |= {f"replicas.{key}" for key in REPLICA_KEYS}
+    keys.add("warm.patterns")
+    return sorted(keys)
 
 
 def _read_toml(path: str, problems: list[str]) -> dict[str, Any]:

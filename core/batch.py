@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from core.collation import DEFAULT, Collations
 from core.predicate import ElementImage
 
 
@@ -18,6 +19,7 @@ from core.predicate import ElementImage
 class Batch:
     images: frozenset[ElementImage] = frozenset()
     chunk_refs: frozenset[str] = frozenset()  # metadata changes: look these chunks up
+    changed: frozenset[str] = frozenset()  # chunk_ids of the changed chunk rows (visibility)
     flush: bool = False  # drop every primer key (DDL, lost checkpoint, cold start)
     upto: str = ""  # the binlog position the batch ends at, for logs
     reason: str = ""
@@ -29,6 +31,8 @@ class Batch:
     last_commit: float = 0.0  # and of its last
     second_pass: bool = False  # the delayed repeat sweep against stale read-through fills
     behind: bool = False  # published while the listener was behind: its warms wait
+    # how the images' texts compare (the chunks table's collations when the listener read them)
+    collations: Collations = DEFAULT
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs or self.flush)
@@ -37,6 +41,7 @@ class Batch:
         return {
             "images": [image.to_json() for image in self.images],
             "chunks": sorted(self.chunk_refs),
+            "changed": sorted(self.changed),
             "flush": self.flush,
             "upto": self.upto,
             "reason": self.reason,
@@ -48,6 +53,7 @@ class Batch:
             "gtid": self.gtid,
             "first_commit": self.first_commit,
             "last_commit": self.last_commit,
+            "collations": self.collations.to_json(),
         }
 
     @classmethod
@@ -55,6 +61,7 @@ class Batch:
         return cls(
             images=frozenset(ElementImage.from_json(item) for item in data.get("images", ())),
             chunk_refs=frozenset(str(ref) for ref in data.get("chunks", ())),
+            changed=frozenset(str(ref) for ref in data.get("changed", ())),
             flush=bool(data.get("flush", False)),
             upto=str(data.get("upto", "")),
             reason=str(data.get("reason", "")),
@@ -66,6 +73,7 @@ class Batch:
             gtid=str(data.get("gtid", "")),
             first_commit=float(data.get("first_commit", 0.0)),
             last_commit=float(data.get("last_commit", 0.0)),
+            collations=Collations.from_json(data.get("collations")),
         )
 
     @classmethod

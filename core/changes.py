@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from core.collation import CI, WILD, fold
 from core.predicate import ElementImage
 
 GLOBAL_REALM = "GLOBAL"
@@ -27,6 +28,7 @@ class OddRowError(ValueError):
 class RowChange:
     images: tuple[ElementImage, ...] = ()
     chunk_refs: tuple[str, ...] = ()
+    chunk_ids: tuple[str, ...] = ()  # the changed chunk rows (the commit-visibility barrier)
 
     def __bool__(self) -> bool:
         return bool(self.images or self.chunk_refs)
@@ -58,11 +60,13 @@ def row_change(
     ignored: Collection[str],
     *,
     visible: bool | None = None,
+    realm: str = CI,
 ) -> RowChange | None:
     """The change one row event makes: `role` is CHUNKS or ELEMENTS; `before` is None for an
     insert, `after` None for a delete. None when the change cannot affect any cached key.
     `visible`: whether a column outside `ignored` changed, when the caller knows already
-    (the row decoder compares the columns it does not decode as bytes); None: judge here."""
+    (the row decoder compares the columns it does not decode as bytes); None: judge here.
+    `realm`: the fold kind of realm_id's collation (core.collation)."""
     if before is not None and after is not None:
         if visible is None:
             visible = visible_change(before, after, ignored)
@@ -72,13 +76,18 @@ def row_change(
     if role == ELEMENTS:
         refs = tuple(dict.fromkeys(str(_required(row, "chunk_id")) for row in rows))
         return RowChange(chunk_refs=refs)
-    images = tuple(dict.fromkeys(image for row in rows if (image := element_image(row))))
-    return RowChange(images=images) if images else None
+    images = tuple(dict.fromkeys(image for row in rows if (image := element_image(row, realm))))
+    if not images:
+        return None
+    ids = tuple(dict.fromkeys(str(_required(row, "chunk_id")) for row in rows))
+    return RowChange(images=images, chunk_ids=ids)
 
 
-def element_image(row: Row) -> ElementImage | None:
-    """The row's image as a key filter sees it, or None when it is outside realm GLOBAL."""
-    if _required(row, "realm_id") != GLOBAL_REALM:
+def element_image(row: Row, realm: str = CI) -> ElementImage | None:
+    """The row's image as a key filter sees it (its texts as stored: the predicate folds
+    them), or None when it is outside realm GLOBAL as realm_id's collation (fold kind
+    `realm`) compares: `'global'` and `'GLOBAL '` are GLOBAL under the default one."""
+    if not in_global_realm(_required(row, "realm_id"), realm):
         return None
     category = row.get("element_category")
     level = row.get("enforcement_level")
@@ -91,6 +100,19 @@ def element_image(row: Row) -> ElementImage | None:
     return ElementImage(
         category=category, priority=_priority(row.get("priority_score")), level=level
     )
+
+
+def in_global_realm(value: Any, realm: str = CI) -> bool:
+    """Whether a realm_id compares equal to 'GLOBAL' (fold kind `realm`; a value that is
+    not text counts as GLOBAL: the safe side)."""
+    if value == GLOBAL_REALM:
+        return True  # nearly every row: no fold
+    if value is None:
+        return False  # NULL = 'GLOBAL' is not true
+    if not isinstance(value, str):
+        return True
+    folded = fold(realm, value)
+    return folded == WILD or folded == fold(realm, GLOBAL_REALM)
 
 
 def _priority(value: Any) -> Decimal | None:

@@ -9,8 +9,10 @@ own background SCAN). Neither relies on it for completeness: the sweep (SCAN, th
 truth) still runs for every batch and finds names new since, or never seen.
 
 Each key's filter is parsed once, when its group is first seen, and groups are indexed by
-every category their keys may list: judging a change looks only at the keys that may list
-one of its categories, and at those that list every category.
+every category their keys may list, folded case-insensitively (core.collation CI: it makes
+equal whatever any modelled collation does): judging a change looks only at the keys that may
+list one of its categories as the database compares them, at those that list every category,
+and at those whose list folds to WILD (judged always).
 
 Generations: a snapshot is never changed once built (a reader in another thread may judge
 it while the next one is built); each complete scan makes the next with `rebuilt`. A name is
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Iterable
 
+from core.collation import CI, WILD, fold_cats
 from core.keys import KeyFilter, KeyFormat
 
 Doomed = Callable[[KeyFilter], bool]
@@ -79,13 +82,15 @@ class KnownNames:
     def affected(self, doomed: Doomed, categories: Collection[str] | None = None) -> list[bytes]:
         """The known names a sweep with `doomed` would delete (unparseable ones included).
         `categories`: every category `doomed` can hold true for a key listing it (the change's
-        images' categories, core.predicate.ChangeIndex.categories): only the keys that may
-        list one of them, or every category, are judged. None: judge every key."""
-        if categories is None:
+        images' categories, folded under any collation kind: core.predicate.ChangeIndex
+        .categories): only the keys that may list one of them (as CI folds it), or every
+        category, are judged. None: judge every key."""
+        folded = None if categories is None else {fold_cats(CI, c) for c in categories}
+        if folded is None or WILD in folded:
             texts: Iterable[str] = self._groups
         else:
             texts = self._every | self._odd
-            for category in categories:
+            for category in folded:
                 texts.update(self._by_run.get(category, ()))
         out: list[bytes] = []
         filters, groups = self._filters, self._groups
@@ -119,10 +124,10 @@ class KnownNames:
         self._filters[text] = key_filter
         if key_filter is None:
             self._odd.add(text)
-        elif not key_filter.cats:
-            self._every.add(text)
+        elif not key_filter.cats or fold_cats(CI, key_filter.cats) == WILD:
+            self._every.add(text)  # every category, or a list that may name any of them
         else:
-            for run in runs(key_filter.cats):
+            for run in runs(fold_cats(CI, key_filter.cats)):
                 self._by_run.setdefault(run, set()).add(text)
 
 

@@ -1,20 +1,31 @@
 """The primer server's structured response, built from query rows, and its cached bytes.
 
-Pure: no I/O. A cached value is the response as compact JSON (UTF-8), zlib-compressed when
-`compression` is on. Readers need not know the setting: compact JSON starts with `{`, a
-zlib stream never does (its first byte is 0x78 at the default window size).
+Pure: no I/O. The cached bytes (`encode`, `decode`: compact JSON, zlib-compressed when
+`compression` is on) are the primer server's client library's value format,
+`primer_cache_client.values`, imported from there: one copy, shared with the primer server.
 """
 
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from primer_cache_client.values import decode, encode
+
 from config.query import Query
+
+__all__ = [
+    "FIELD_SOURCES",
+    "VOLATILE_FIELDS",
+    "build_response",
+    "comparable",
+    "decode",
+    "element_from_row",
+    "encode",
+]
 
 # Element field -> the source column it is derived from (for consistency checks that must
 # ignore fields whose columns change without invalidation, such as `updated_at`).
@@ -59,33 +70,6 @@ def element_from_row(row: Mapping[str, Any]) -> dict:
         element[column] = _json_column(row.get(column))
     element["last_updated"] = _timestamp(row.get("updated_at"))
     return element
-
-
-def encode(response: Mapping[str, Any], *, compression: bool) -> bytes:
-    """The cached bytes: compact JSON, then zlib when `compression` is on."""
-    text = json.dumps(response, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    raw = text.encode("utf-8")
-    return zlib.compress(raw) if compression else raw
-
-
-def decode(value: bytes | str) -> dict:
-    """The response a cached value holds, compressed or not. Raises ValueError when it is
-    neither compact JSON nor zlib-compressed JSON of an object. (A str is what a client with
-    decode_responses hands over: only uncompressed values survive that.)"""
-    if isinstance(value, str):
-        value = value.encode("utf-8", "surrogateescape")
-    if not value.startswith(b"{"):
-        try:
-            value = zlib.decompress(value)
-        except zlib.error as exc:
-            raise ValueError(f"cached value is neither JSON nor zlib: {exc}") from None
-    try:
-        doc = json.loads(value)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cached value is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise ValueError(f"cached value is JSON {type(doc).__name__}, not an object")
-    return doc
 
 
 def comparable(response: Mapping[str, Any], ignored_columns: Iterable[str] = ()) -> dict:

@@ -9,16 +9,17 @@ from pymysql.cursors import DictCursor
 
 from config import Settings
 from core.changes import element_image
+from core.collation import CI
 from core.predicate import ElementImage
 
 _IMAGE_COLUMNS = "c.chunk_id, c.realm_id, c.element_category, c.priority_score, c.enforcement_level"
 
 
 def chunk_images(
-    conn: pymysql.Connection, settings: Settings, chunk_ids: Iterable[str]
+    conn: pymysql.Connection, settings: Settings, chunk_ids: Iterable[str], realm: str = CI
 ) -> list[ElementImage]:
     """Current images of the given chunks (absent or non-GLOBAL chunks give none: their own
-    row events carry the images that matter)."""
+    row events carry the images that matter); `realm`: realm_id's fold kind."""
     ids = sorted(set(chunk_ids))
     images: list[ElementImage] = []
     for start in range(0, len(ids), 500):
@@ -28,7 +29,7 @@ def chunk_images(
         sql = f"SELECT {_IMAGE_COLUMNS} FROM `{table}` c WHERE c.chunk_id IN ({marks})"
         with conn.cursor(DictCursor) as cur:
             cur.execute(sql, part)
-            images.extend(image for row in cur.fetchall() if (image := element_image(row)))
+            images.extend(image for row in cur.fetchall() if (image := element_image(row, realm)))
     return images
 
 

@@ -41,6 +41,7 @@ from tasks.replica_wait import poll_late, send_followup, wait_before_sweep
 from tasks.retry import CONNECTION_ERRORS, retry_on
 from tasks.runtime import Runtime, runtime
 from tasks.sweep import SweepResult, delete_keys, sweep
+from tasks.visibility import CommitsPending, wait_for_commits
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,10 @@ def run_invalidation(
     if not batch.flush:
         images = set(batch.images)
         if batch.chunk_refs:
-            images.update(chunk_images(rt.db(), rt.settings, batch.chunk_refs))
-        index = ChangeIndex(images)
+            images.update(
+                chunk_images(rt.db(), rt.settings, batch.chunk_refs, batch.collations.realm)
+            )
+        index = ChangeIndex(images, batch.collations)
         if not index:
             return SweepResult()
     heat = None if dry_run or index is None else refresh.heat_probe(rt)
@@ -194,6 +197,10 @@ def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
         completion.progress(batch)
 
 
+# A batch whose rows were still locked was swept, and is retried until they are committed.
+_INVALIDATE_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, CommitsPending)
+
+
 def report_done(rt: Runtime, completion: Completion, batch: Batch) -> None:
     """Report the batch done, once the cache Redis's replicas have its deletes
     (cache.wait_replicas; adapters.replica_ack): the listener may then checkpoint past it,
@@ -208,7 +215,7 @@ def report_done(rt: Runtime, completion: Completion, batch: Batch) -> None:
 @app.task(
     name=INVALIDATE_TASK,
     ignore_result=True,
-    **retry_on(*CONNECTION_ERRORS),
+    **retry_on(*_INVALIDATE_RETRIES),
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
 def invalidate(payload: dict) -> dict:
@@ -219,11 +226,14 @@ def invalidate(payload: dict) -> dict:
         batch = Batch.from_json(payload)
         if not batch.second_pass:
             completion.progress(batch)  # started: its deadline runs from now
+        visible = wait_for_commits(rt, batch)  # the binlog runs ahead of the engine commit
         late = wait_before_sweep(rt, batch)
         result = run_invalidation(rt, batch)
         if late:
             send_followup(rt, batch, late, attempt=1)
-    except CONNECTION_ERRORS:
+        if not visible:
+            raise CommitsPending(f"batch {_name(batch)}: its rows are not committed yet")
+    except _INVALIDATE_RETRIES:
         raise  # autoretry, with backoff: not finished
     except Exception as exc:
         result, late = fallback_flush(rt, batch, exc)

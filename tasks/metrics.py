@@ -143,6 +143,7 @@ FLUSH_REASONS = (
     "cold_start",
     "ddl",
     "odd_row",
+    "undecodable_event",
     "checkpoint_unresumable",
     "failed_batch",
     "operator",
@@ -164,6 +165,7 @@ def flush_reason(reason: str) -> str:
         ("cold start", "cold_start"),
         ("ddl", "ddl"),
         ("unreadable row", "odd_row"),
+        ("undecodable event", "undecodable_event"),
         ("checkpoint", "checkpoint_unresumable"),
         ("fallback after", "failed_batch"),  # a batch the task could not process
         ("operator", "operator"),

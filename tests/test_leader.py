@@ -76,8 +76,8 @@ LEADER_TTL_MS = 20_000  # long: waiting out its own lock would take 13-20 s
 
 @contextmanager
 def listener_user(admin: pymysql.Connection, database: str) -> Iterator[str]:
-    """A MySQL user of the listener's own (README grants), so that only its connections can be
-    killed and refused; yields its name."""
+    """A MySQL user of the listener's own (the grants of docs/operations.md), so that only its
+    connections can be killed and refused; yields its name."""
     name = unique("pc_listen_")[:30]
     with admin.cursor() as cur:
         cur.execute(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{name}'")

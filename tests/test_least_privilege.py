@@ -1,5 +1,6 @@
-"""Least privilege, TLS and secrets: the processes run with exactly the README's MySQL grants
-and Redis ACL rule, the cache over TLS with a self-signed CA, and no password is ever shown."""
+"""Least privilege, TLS and secrets: the processes run with exactly the MySQL grants and Redis
+ACL rule of docs/operations.md, the cache over TLS with a self-signed CA, and no password is
+ever shown."""
 
 from __future__ import annotations
 
@@ -18,16 +19,16 @@ from config.query import SEED_WARM_PATTERNS, Query
 from tests.services import ROOT, cli, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 
-README = (ROOT / "README.md").read_text()
+OPERATIONS_DOC = (ROOT / "docs" / "operations.md").read_text()  # its "Least privilege" sections
 PASSWORD = "s3cret-" + unique("")
 
 
 def readme_grants() -> list[str]:
-    return re.findall(r"^GRANT .*;$", README, flags=re.MULTILINE)
+    return re.findall(r"^GRANT .*;$", OPERATIONS_DOC, flags=re.MULTILINE)
 
 
 def readme_acl_rule() -> str:
-    (rule,) = re.findall(r"^ACL SETUSER primer-cache .*$", README, flags=re.MULTILINE)
+    (rule,) = re.findall(r"^ACL SETUSER primer-cache .*$", OPERATIONS_DOC, flags=re.MULTILINE)
     return rule
 
 
@@ -47,7 +48,7 @@ def assert_no_secret(*texts: str) -> None:
 
 @pytest.fixture
 def mysql_users(admin: pymysql.Connection) -> Iterator[dict[str, str]]:
-    """The README's users, renamed unique; `grant_readme` gives them its grants on a schema."""
+    """The documented users, renamed unique; `grant_readme` gives them its grants on a schema."""
     suffix = unique("")[:6]
     names = {role: f"primer_{role}_{suffix}" for role in ("listener", "worker", "partitions")}
     with admin.cursor() as cur:
@@ -63,7 +64,7 @@ def mysql_users(admin: pymysql.Connection) -> Iterator[dict[str, str]]:
 
 def grant_readme(admin: pymysql.Connection, names: dict[str, str], database: str) -> None:
     grants = readme_grants()
-    assert len(grants) >= 4, "the README lists the grants"
+    assert len(grants) >= 4, "docs/operations.md lists the grants"
     with admin.cursor() as cur:
         for grant in grants:
             for role, name in names.items():
@@ -124,7 +125,7 @@ def acl_sidecar(
             .replace("primer-cache on", f"{user} on", 1)
             .replace(">SECRET", f">{PASSWORD}")
             .replace("~megamind:primer:*", f"~{car.key_prefix}*")
-            # the README: another state prefix adds the lease keys' own pattern
+            # docs/operations.md: another state prefix adds the lease keys' own pattern
             .replace("~primer-cache:*", f"~{car.state_prefix}* ~primer-cache:lease:*")
         )
         redis_client.execute_command(*rule.split())

@@ -30,7 +30,7 @@ from tests.binlog_rows import (
     synthetic_event,
 )
 from tests.services import unique
-from worker.rowdecode import DecodedRow, RowDecoder, _decimal
+from worker.rowdecode import DecodedRow, RowDecoder, Undecodable, _decimal
 
 ENUMS = {
     "chunk_type": ["rule", "function", "section", "example"],
@@ -285,6 +285,61 @@ def test_unsupported_shapes_fall_back() -> None:
     # no column names (binlog_row_metadata is not FULL)
     assert decoder.plan("t", [column(None, FIELD_TYPE.LONG)]) is None  # type: ignore[arg-type]
     assert decoder.plan("t", [column("k", FIELD_TYPE.LONG)]) is not None
+
+
+# ---- events whose bytes do not walk: Undecodable, never garbage rows -------------------------
+
+
+@given(st.lists(rows, min_size=1, max_size=3), st.integers(1, 40))
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_a_cut_event_is_undecodable(values: list[dict], cut: int) -> None:
+    present = [True] * len(CHUNKS)
+    data = b"".join(encode_image(CHUNKS, present, row) for row in values)
+    data = data[: max(1, len(data) - cut)]
+    event = synthetic_event(WriteRowsEvent, "megamind_chunks", CHUNKS, data, bitmap(present))
+    with pytest.raises(Undecodable):
+        RowDecoder({"megamind_chunks": TEST_KEYS}, ()).decode(event)
+
+
+STAMPED = [_varchar("chunk_id", 50), _varchar("realm_id", 50)]
+
+
+@given(
+    st.lists(st.text("abc", max_size=5), min_size=1, max_size=4),
+    st.sampled_from([(0, 3), (0, 6), (3, 6), (6, 0), (3, 0)]),
+)
+def test_a_mis_sized_column_makes_the_event_undecodable(
+    ids: list[str], fsp: tuple[int, int]
+) -> None:
+    """The pre-10.1 temporal format sizes TIME/DATETIME/TIMESTAMP otherwise than the table
+    map says: rows written one way and read another must not come out as rows."""
+    written, read = fsp
+    when = datetime.datetime(2024, 5, 6, 7, 8, 9, 120000)
+    encode = [*STAMPED, column("updated_at", FIELD_TYPE.DATETIME2, fsp=written)]
+    decode = [*STAMPED, column("updated_at", FIELD_TYPE.DATETIME2, fsp=read)]
+    present = [True] * 3
+    data = b"".join(
+        encode_image(encode, present, {"chunk_id": i, "realm_id": "GLOBAL", "updated_at": when})
+        for i in ids
+    )
+    event = synthetic_event(WriteRowsEvent, "megamind_chunks", decode, data, bitmap(present))
+    decoder = RowDecoder({"megamind_chunks": {"chunk_id", "realm_id"}}, ())
+    try:
+        rows = decoder.decode(event)
+    except Undecodable:
+        return
+    # walked to the exact end by coincidence: then every row must still be one we wrote
+    assert rows is not None
+    assert [row.after for row in rows] == [{"chunk_id": i, "realm_id": "GLOBAL"} for i in ids]
+
+
+def test_a_key_value_that_does_not_decode_makes_the_event_undecodable() -> None:
+    present = [True, True]
+    data = encode_image(STAMPED, present, {"chunk_id": "a", "realm_id": "GLOBAL"})
+    data = data.replace(b"GLOBAL", b"GL\xffBAL")  # not UTF-8
+    event = synthetic_event(WriteRowsEvent, "megamind_chunks", STAMPED, data, bitmap(present))
+    with pytest.raises(Undecodable, match="does not decode"):
+        RowDecoder({"megamind_chunks": {"realm_id"}}, ()).decode(event)
 
 
 # ---- against the real MariaDB binlog ------------------------------------------------------

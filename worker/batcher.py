@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 from core.batch import Batch
 from core.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
+from core.collation import DEFAULT, Collations
 from core.predicate import ElementImage
 from worker import metrics
 
@@ -25,10 +26,12 @@ class Transaction(NamedTuple):
 
     images: AbstractSet[ElementImage]
     refs: AbstractSet[str]
+    chunk_ids: AbstractSet[str]  # chunk rows whose change it carries (tasks/visibility.py)
     flush_reason: str
     position: dict[str, Any]
     event_time: int
     rows: int
+    collations: Collations = DEFAULT  # how its images' texts compare
 
 
 class TransactionBuilder:
@@ -38,11 +41,13 @@ class TransactionBuilder:
         self.roles = {chunks_table: CHUNKS, elements_table: ELEMENTS}
         self.ignored = frozenset(ignored)
         self.counts = metrics.RowCounts()
+        self.collations = Collations()  # the chunks table's (the reader sets them)
         self._reset()
 
     def _reset(self) -> None:
         self._images: set[ElementImage] = set()
         self._refs: set[str] = set()
+        self._chunk_ids: set[str] = set()
         self._flush = ""
         self._rows = 0
 
@@ -56,7 +61,14 @@ class TransactionBuilder:
             self.counts.add(table, "update", False)
             return  # read noise, e.g. the primer server bumping access_count
         try:
-            change = row_change(self.roles[table], before, after, self.ignored, visible=visible)
+            change = row_change(
+                self.roles[table],
+                before,
+                after,
+                self.ignored,
+                visible=visible,
+                realm=self.collations.realm,
+            )
         except OddRowError as exc:
             self.counts.add(table, metrics.operation(before, after), True)
             metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_ODD_ROW).inc()
@@ -74,21 +86,30 @@ class TransactionBuilder:
         if change:
             self._images.update(change.images)
             self._refs.update(change.chunk_refs)
+            self._chunk_ids.update(change.chunk_ids)
 
     def ddl(self, schema: str, query: str) -> None:
         log.warning("DDL on a watched table (%s): %s", schema, query[:200])
         metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_DDL).inc()
         self._flush = f"DDL: {query[:120]}"
 
+    def undecodable(self, where: str, error: str) -> None:
+        """The transaction holds an event neither decoder reads: flush (worker.stream logs
+        it, records it for `status` and steps past it)."""
+        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_UNDECODABLE).inc()
+        self._flush = f"undecodable event at {where}: {error[:120]}"
+
     def end(self, position: dict[str, Any], event_time: int) -> Transaction:
         # The sets are handed over, not copied: _reset makes new ones.
         txn = Transaction(
             self._images,
             self._refs,
+            self._chunk_ids,
             self._flush,
             position,
             event_time,
             self._rows,
+            self.collations,
         )
         self._reset()
         self.counts.flush()
@@ -104,10 +125,12 @@ class BatchBuilder:
     def _reset(self) -> None:
         self.images: set[ElementImage] = set()
         self.refs: set[str] = set()
+        self.chunk_ids: set[str] = set()
         self.flush_reason = ""
         self.transactions = 0
         self.rows = 0
         self.position: dict[str, Any] | None = None
+        self._collations: Collations | None = None
         self.first_event_time = 0
         self.event_time = 0
 
@@ -121,9 +144,18 @@ class BatchBuilder:
         """Whether the waiting transactions hold anything to publish."""
         return bool(self.images or self.refs or self.flush_reason)
 
+    @property
+    def collations(self) -> Collations:
+        """How the waiting images' texts compare (the widest, should a DDL lie between)."""
+        return self._collations or DEFAULT
+
     def add(self, txn: Transaction) -> None:
         self.images |= txn.images
+        self._collations = (
+            txn.collations if self._collations is None else self._collations.widest(txn.collations)
+        )
         self.refs |= txn.refs
+        self.chunk_ids |= txn.chunk_ids
         self.flush_reason = self.flush_reason or txn.flush_reason
         self.transactions += 1
         self.rows += txn.rows
@@ -137,6 +169,7 @@ class BatchBuilder:
         batch = Batch.of(
             self.images,
             self.refs,
+            changed=frozenset(self.chunk_ids),
             flush=bool(self.flush_reason),
             reason=self.flush_reason,
             upto=position_text(self.position),
@@ -144,6 +177,7 @@ class BatchBuilder:
             gtid=str((self.position or {}).get("gtid", "")),
             first_commit=float(self.first_event_time),
             last_commit=float(self.event_time),
+            collations=self.collations,
         )
         position, event_time = self.position, self.event_time
         self._reset()

@@ -33,6 +33,7 @@ import redis
 from adapters.redis_client import connect_redis
 from adapters.unlink import Heat, heat_of, lfu_policy, unlink_with_leases
 from config import Settings
+from core.collation import DEFAULT, Collations
 from core.keys import KeyFormat
 from core.known_keys import KnownNames
 from core.predicate import ChangeIndex, ElementImage
@@ -159,11 +160,12 @@ class FastLane:
 
     # ---- the delete ---------------------------------------------------------------------
 
-    def delete(self, images: Iterable[ElementImage]) -> int:
+    def delete(self, images: Iterable[ElementImage], collations: Collations = DEFAULT) -> int:
         """Delete the known keys `images` affect and revoke their leases; with refresh on, take
         the leases of the hot ones as the sweep does (the batch's sweep finds each held lease,
-        a lease that stood, and takes it over for the refresh). Returns how many were deleted."""
-        index = ChangeIndex(images)
+        a lease that stood, and takes it over for the refresh). `collations`: how the images'
+        texts compare (the batch's). Returns how many were deleted."""
+        index = ChangeIndex(images, collations)
         if not index:
             return 0
         doomed = self._names.affected(index.affects, index.categories)

@@ -383,7 +383,7 @@ class Listener:
         sweeps alone: latency is spent, throughput needs the CPU); empties `images`."""
         assert self.fast_lane is not None
         if not builder.flush_reason and not pacer.behind(now, time.time(), readable=False):
-            self.fast_lane.delete(images)
+            self.fast_lane.delete(images, builder.collations)
         images.clear()
 
     @staticmethod

@@ -86,6 +86,13 @@ DECODER_FALLBACKS = Counter(
     "Row events decoded by the library because the fast decoder does not cover their shape",
     registry=REGISTRY,
 )
+UNDECODABLE_EVENTS = Counter(
+    "primer_cache_listener_undecodable_events_total",
+    "Binlog events neither the row decoder nor python-mysql-replication could read: each one "
+    "flushed every primer key and was stepped past (primer-cache status stays unhealthy "
+    "until primer-cache ack-undecodable)",
+    registry=REGISTRY,
+)
 RESTARTS = Counter(
     "primer_cache_listener_restarts_total", "Stream restarts after a fault", registry=REGISTRY
 )
@@ -112,12 +119,14 @@ FLUSH_COLD_START = "cold_start"  # no checkpoint: first start, or the checkpoint
 FLUSH_UNRESUMABLE = "checkpoint_unresumable"  # the binlog at the checkpoint is gone
 FLUSH_DDL = "ddl"  # TRUNCATE, DROP, ALTER... of a watched table
 FLUSH_ODD_ROW = "odd_row"  # a row image the sidecar cannot read
+FLUSH_UNDECODABLE = "undecodable_event"  # an event neither decoder can read (stepped past)
 FLUSH_SOURCE_LACKS = "source_lacks_position"  # a failover's new primary lacks the checkpoint
 FLUSH_REASONS = (
     FLUSH_COLD_START,
     FLUSH_UNRESUMABLE,
     FLUSH_DDL,
     FLUSH_ODD_ROW,
+    FLUSH_UNDECODABLE,
     FLUSH_SOURCE_LACKS,
 )
 OPERATIONS = ("insert", "update", "delete")

@@ -15,6 +15,12 @@ plan built from the table map, and:
 A table or event whose shape the plan does not cover (a column type it cannot size, a key
 column of a type it does not decode, a partial JSON update) goes to the library's own
 decoding instead: `decode()` returns None, the caller falls back and counts it.
+
+An event the plan covers but whose bytes do not walk (a row image that overruns the event, a
+last row that does not end exactly where the event ends, a key value that does not decode)
+raises Undecodable: the plan mis-sized a column (say, the pre-10.1 temporal format, whose
+widths differ), and rows read that way would be garbage. Its bytes are consumed, so the
+library cannot try again: the listener flushes and steps past the event.
 """
 
 from __future__ import annotations
@@ -57,6 +63,10 @@ _PARTIAL_UPDATE = BINLOG.PARTIAL_UPDATE_ROWS_EVENT
 
 # A decoded value reader: (row bytes, start, end) -> the library's value for the column.
 Reader = Any
+
+
+class Undecodable(ValueError):
+    """Raised when a row event's bytes do not walk as its plan says (see the module doc)."""
 
 
 class Unsupported(Exception):
@@ -116,7 +126,7 @@ class Layout:
             append(pos)
             bit <<= 1
         if pos > len(data):
-            raise ValueError(f"a row image overruns its event ({pos} > {len(data)} bytes)")
+            raise Undecodable(f"a row image overruns its event ({pos} > {len(data)} bytes)")
         return nulls, starts
 
     def key_values(self, data: bytes, nulls: int, starts: list[int]) -> dict[str, Any]:
@@ -198,10 +208,16 @@ class RowDecoder:
             return None
         packet = event.packet
         data = packet.read(event.event_size - packet.read_bytes)
-        return self.decode_rows(plan, event, data)
+        try:
+            return self.decode_rows(plan, event, data)
+        except Undecodable:
+            raise
+        except (ValueError, IndexError, KeyError) as exc:  # a key value that does not decode
+            raise Undecodable(f"a key column does not decode: {exc!r}") from exc
 
     def decode_rows(self, plan: Plan, event: RowsEvent, data: bytes) -> list[DecodedRow]:
-        """Every row of `data`, the row bytes of `event` (after its column bitmaps)."""
+        """Every row of `data`, the row bytes of `event` (after its column bitmaps); raises
+        Undecodable unless the last row ends exactly where `data` does."""
         rows: list[DecodedRow] = []
         pos, end = 0, len(data)
         if isinstance(event, UpdateRowsEvent):
@@ -232,6 +248,7 @@ class RowDecoder:
                     )
                 else:
                     rows.append(DecodedRow({}, {}, False))
+            _ends_at(pos, end)
             return rows
         layout = plan.layout(event.columns_present_bitmap)
         deleting = isinstance(event, DeleteRowsEvent)
@@ -242,7 +259,15 @@ class RowDecoder:
             rows.append(
                 DecodedRow(values, None, True) if deleting else DecodedRow(None, values, True)
             )
+        _ends_at(pos, end)
         return rows
+
+
+def _ends_at(pos: int, end: int) -> None:
+    """The last row must end exactly at the event's end: elsewhere, a column was mis-sized
+    (walk() already refuses an overrun; this holds the invariant in one place)."""
+    if pos != end:
+        raise Undecodable(f"the last row ends at byte {pos} of an event of {end} bytes")
 
 
 def _shape(column: Any) -> tuple[Any, ...]:

@@ -16,8 +16,11 @@ import queue
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from typing import Any
 
+import pymysql
+import redis
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import GtidEvent, MariadbGtidEvent, QueryEvent, XidEvent
 from pymysqlreplication.row_event import (
@@ -27,19 +30,24 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
+from adapters import undecodable
+from adapters.collations import read_collations
+from adapters.redis_client import connect_redis
 from config import MySQLSettings, Settings
+from core.collation import Collations
+from core.statements import BOUNDARIES, leading_keyword, opens_transaction
 from worker import metrics
 from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
-from worker.rowdecode import RowDecoder
-from worker.server_check import ServerInfo
+from worker.rowdecode import RowDecoder, Undecodable
+from worker.server_check import ServerInfo, current_position
 
 log = logging.getLogger(__name__)
 
 # The columns the element images are made of (core.changes): all the decoder decodes.
-CHUNK_KEYS = ("realm_id", "element_category", "priority_score", "enforcement_level")
+# chunk_id: the rows a batch changed, whose commits the invalidate task waits to see.
+CHUNK_KEYS = ("chunk_id", "realm_id", "element_category", "priority_score", "enforcement_level")
 ELEMENT_KEYS = ("chunk_id",)
 _MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row image (NOBLOB)
-_DDL = re.compile(r"^\s*(TRUNCATE|DROP|ALTER|RENAME|CREATE\s+OR\s+REPLACE)\b", re.IGNORECASE)
 
 
 class ReaderStopped(Exception):
@@ -98,6 +106,7 @@ class BinlogReader(threading.Thread):
         settings.mysql."""
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
+        self.source = source or settings.mysql
         self.server = server
         self.position = Position(start, server)
         self.out = out
@@ -105,22 +114,30 @@ class BinlogReader(threading.Thread):
         self.txn = TransactionBuilder(
             settings.chunks_table, settings.elements_table, settings.ignored_columns
         )
+        self.txn.collations = self.read_collations()
         self.decoder = RowDecoder(
             {settings.chunks_table: CHUNK_KEYS, settings.elements_table: ELEMENT_KEYS},
             settings.ignored_columns,
         )
         self._stopping = threading.Event()
+        self._redis: redis.Redis | None = None  # made when an undecodable event is recorded
+        self._timestamp = 0  # of the last event read
+        self.stream = self._open_stream()
+
+    def _open_stream(self) -> BinLogStreamReader:
+        """A binlog stream from `self.position` (at start, and after stepping past an event)."""
+        settings = self.settings
         kwargs: dict[str, Any] = {}
-        if server.gtid_mode:
+        if self.server.gtid_mode:
             kwargs["auto_position"] = self.position.gtid_set
         else:
             kwargs.update(log_file=self.position.file, log_pos=self.position.pos)
-        self.stream = BinLogStreamReader(
-            connection_settings=(source or settings.mysql).connect_kwargs(),
+        stream = BinLogStreamReader(
+            connection_settings=self.source.connect_kwargs(),
             server_id=settings.server_id,
             blocking=True,
             resume_stream=True,
-            is_mariadb=server.is_mariadb,
+            is_mariadb=self.server.is_mariadb,
             only_events=[
                 WriteRowsEvent,
                 UpdateRowsEvent,
@@ -148,14 +165,23 @@ class BinlogReader(threading.Thread):
         # The library reconnects by itself on error 2013, which stop() causes: refuse that
         # once stopped, or a replica that lost the lead would keep a stream open (under our
         # server_id) and a reader thread running. The method is private (name-mangled).
-        connect = self.stream._BinLogStreamReader__connect_to_stream
+        connect = stream._BinLogStreamReader__connect_to_stream
 
         def connect_unless_stopped() -> None:
             if self._stopping.is_set():
                 raise ReaderStopped("the binlog reader was stopped")
             connect()
 
-        self.stream._BinLogStreamReader__connect_to_stream = connect_unless_stopped
+        stream._BinLogStreamReader__connect_to_stream = connect_unless_stopped
+        return stream
+
+    def read_collations(self) -> Collations:
+        """The chunks table's collations (read again after a DDL of a watched table)."""
+        conn = pymysql.connect(connect_timeout=5, **self.source.connect_kwargs())
+        try:
+            return read_collations(conn, self.settings.mysql.database, self.settings.chunks_table)
+        finally:
+            conn.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -172,28 +198,49 @@ class BinlogReader(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._read()
+            while not self._read():
+                pass
         except Exception as exc:
             if not self._stopping.is_set():
                 self.out.put(exc)
 
-    def _read(self) -> None:
+    def _read(self) -> bool:
+        """Read the stream until stopped (True), or until an event neither decoder can read
+        has been stepped past (False: read on, from the new stream)."""
+        try:
+            self._read_events()
+        except Undecodable as exc:
+            if self._stopping.is_set():
+                return True
+            self._step_past(exc)
+            return False
+        return True
+
+    def _read_events(self) -> None:
         database = self.settings.mysql.database
         add_row = self.txn.row
-        for event in self.stream:
-            if self._stopping.is_set():
+        events = iter(self.stream)
+        while True:
+            event = _next_event(events)
+            if event is None or self._stopping.is_set():
                 return
+            self._timestamp = event.timestamp
             if isinstance(event, (MariadbGtidEvent, GtidEvent)):
                 self.position.begin(event.gtid)
             elif isinstance(event, XidEvent):
                 self._end(event.timestamp)
             elif isinstance(event, QueryEvent):
                 query = _text(event.query)
-                if query.upper() == "BEGIN":
-                    continue
-                if _DDL.match(query) and self._touches_watched(query, _text(event.schema)):
+                if opens_transaction(query):
+                    continue  # its rows follow: the transaction ends at COMMIT or XA END
+                keyword = leading_keyword(query)
+                # Any statement but a transaction boundary that names a watched table flushes:
+                # DDL however prefixed (core.statements), and whatever else it might be.
+                if keyword not in BOUNDARIES and self._touches_watched(query, _text(event.schema)):
                     self.txn.ddl(_text(event.schema), query)
                     self.stream.table_map.clear()  # frozen maps: parse the new ones
+                    # widest: events read before the DDL may predate a later change too
+                    self.txn.collations = self.txn.collations.widest(self.read_collations())
                 self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
             elif event.schema == database and event.table in self.tables:
                 table = event.table
@@ -203,14 +250,15 @@ class BinlogReader(threading.Thread):
                         add_row(table, before, after, visible)
                     continue
                 metrics.DECODER_FALLBACKS.inc()
+                rows = _library_rows(event)
                 if isinstance(event, UpdateRowsEvent):
-                    for row in event.rows:
+                    for row in rows:
                         before = _present(row["before_values"], row.get("before_none_sources"))
                         after = _present(row["after_values"], row.get("after_none_sources"))
                         add_row(table, before, after)
                 else:
                     is_insert = isinstance(event, WriteRowsEvent)
-                    for row in event.rows:
+                    for row in rows:
                         values = _present(row["values"], row.get("none_sources"))
                         if is_insert:
                             add_row(table, None, values)
@@ -224,17 +272,92 @@ class BinlogReader(threading.Thread):
     def _end(self, timestamp: int) -> None:
         self.out.put(self.txn.end(self.position.end(self.stream), timestamp))
 
+    def _step_past(self, exc: Undecodable) -> None:
+        """The safe side for an event neither decoder can read: record it (status unhealthy
+        until acknowledged), flush every primer key with the transaction it is in, and read
+        on after that transaction (GTID servers) or from the binlog's end now (file+position:
+        the flush, published after that position was read, covers everything before it)."""
+        where = self._where()
+        metrics.UNDECODABLE_EVENTS.inc()
+        log.error(
+            "UNDECODABLE binlog event at %s (%s): flushing every primer key and stepping past "
+            "it; `primer-cache status` is unhealthy until `primer-cache ack-undecodable`",
+            where,
+            exc,
+            extra={"position": where},
+        )
+        if self._redis is None:
+            self._redis = connect_redis(
+                self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+            )
+        # recorded before the flush goes out: a crash in between replays the event, and it
+        # is recorded again; never a flush without the record
+        undecodable.record(self._redis, self.settings.state_prefix, where, str(exc))
+        self.txn.undecodable(where, str(exc))
+        if self.server.gtid_mode and self.position.current is not None:
+            checkpoint = self.position.end(self.stream)
+        else:
+            conn = pymysql.connect(connect_timeout=5, **self.source.connect_kwargs())
+            try:
+                now = current_position(conn, self.server)
+            finally:
+                conn.close()
+            self.position = Position(now, self.server)
+            checkpoint = self.position.checkpoint()
+        self.out.put(self.txn.end(checkpoint, self._timestamp))
+        with contextlib.suppress(Exception):  # the old stream is broken either way
+            self.stream.close()
+        if not self._stopping.is_set():
+            self.stream = self._open_stream()
+
+    def _where(self) -> str:
+        if self.position.current is not None:
+            return f"GTID {self.position.current}"
+        return f"{self.stream.log_file}:{self.stream.log_pos}"
+
     def _touches_watched(self, query: str, schema: str) -> bool:
-        """Whether a DDL statement names a watched table of our database (safe side: a
-        statement naming the table in another database also counts when ours is named)."""
+        """Whether a statement names a watched table of our database, or drops our database
+        (safe side: a statement naming the table in another database also counts when ours
+        is named)."""
         lowered = query.lower()
         database = self.settings.mysql.database.lower()
         if schema.lower() != database and database not in lowered:
             return False
+        if re.search(rf"\b(database|schema)\b.*{re.escape(database)}", lowered, re.DOTALL):
+            return True  # DROP DATABASE, ALTER DATABASE ...: the tables may go with it
         return any(
             re.search(rf"(^|[^a-z0-9_$]){re.escape(table.lower())}($|[^a-z0-9_$])", lowered)
             for table in self.tables
         )
+
+
+# The connection's faults: the listener reconnects from its checkpoint. Anything else the
+# library raises while reading an event is about the event's bytes.
+_CONNECTION_FAULTS = (pymysql.err.Error, OSError, ReaderStopped)
+
+
+def _next_event(events: Iterator[Any]) -> Any:
+    """The stream's next event (None: it ended); Undecodable when the library cannot parse it
+    (MariaDB's COMPRESSED columns fail in the table map, for one)."""
+    try:
+        return next(events)
+    except StopIteration:
+        return None
+    except _CONNECTION_FAULTS:
+        raise
+    except Exception as exc:
+        raise Undecodable(f"python-mysql-replication cannot read the event: {exc!r}") from exc
+
+
+def _library_rows(event: Any) -> list[dict[str, Any]]:
+    """The library's rows of an event our decoder does not cover; Undecodable when it cannot
+    read them either (the pre-10.1 temporal format trips an assertion in it)."""
+    try:
+        return list(event.rows)
+    except _CONNECTION_FAULTS:
+        raise
+    except Exception as exc:
+        raise Undecodable(f"python-mysql-replication cannot read the rows: {exc!r}") from exc
 
 
 def _text(value: Any) -> str:
