@@ -15,9 +15,11 @@ from typing import Any, cast
 
 import redis
 from redis.cluster import RedisCluster
+from redis.sentinel import Sentinel
 
 from adapters.unreachable import ServerUnreachable
 from config.secrets import redact_url
+from config.sentinel import is_sentinel_url, parse_sentinel_url
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ def connect_redis(url: str, **options: Any) -> redis.Redis:
     typed as redis.Redis: it speaks the same commands, routed by slot, and callers that must
     treat a cluster differently ask `is_cluster`.
     """
+    if is_sentinel_url(url):
+        return _sentinel_primary(url, options)
     probe = redis.Redis.from_url(url, **options)
     try:
         clustered = _cluster_enabled(probe)
@@ -48,6 +52,28 @@ def connect_redis(url: str, **options: Any) -> redis.Redis:
         return redis.Redis.from_url(url, **options)
     log.info("Redis %s is a cluster: using the cluster client", redact_url(url))
     return cast(redis.Redis, RedisCluster.from_url(url, **options))
+
+
+def _sentinel_primary(url: str, options: dict[str, Any]) -> redis.Redis:
+    problems: list[str] = []
+    parsed = parse_sentinel_url(url, "Redis URL", problems)
+    if parsed is None:
+        raise RedisConnectError("; ".join(problems))
+    sentinel_kwargs: dict[str, Any] = {
+        name: options[name]
+        for name in ("socket_timeout", "socket_connect_timeout")
+        if name in options
+    }
+    if parsed.sentinel_password is not None:
+        sentinel_kwargs["password"] = parsed.sentinel_password
+    sentinel = Sentinel(list(parsed.sentinels), sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(
+        parsed.service,
+        db=parsed.db,
+        username=parsed.username,
+        password=parsed.password,
+        **options,
+    )
 
 
 def is_cluster(client: redis.Redis) -> bool:

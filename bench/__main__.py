@@ -14,6 +14,7 @@ from bench import (
     bench_partitions,
     bench_pipeline,
     bench_replicas,
+    bench_soak,
     bench_warming,
 )
 
@@ -25,6 +26,7 @@ for bench in (
     bench_leases,
     bench_partitions,
     bench_cluster,
+    bench_soak,
     bench_client,
     bench_http,
 ):

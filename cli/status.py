@@ -208,10 +208,12 @@ def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int |
     declare); None for a queue the broker does not have (no worker declared it yet)."""
     from kombu.exceptions import ChannelError
 
-    from tasks.app import app
+    from tasks.app import app, kombu_broker
 
     depths: dict[str, int | None] = {}
-    with app.connection_for_read(url=settings.broker_url) as conn:
+    url, sentinel = kombu_broker(settings.broker_url)
+    options = {**app.conf.broker_transport_options, **sentinel}
+    with app.connection_for_read(url=url, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1)
         for name in queues:
             channel = conn.channel()

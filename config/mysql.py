@@ -127,6 +127,35 @@ class MySQLSettings:
         )
 
 
+def parse_sources(text: str, problems: list[str]) -> tuple[MySQLSettings, ...]:
+    """PRIMER_MYSQL_URL as an ordered list of sources: one mysql:// URL, or several separated
+    by commas (a comma inside a password is written %2C). Every source must name the same
+    database: they are one primary and the replicas that may be promoted in its place. One
+    problem line per bad source, naming it by its place in the list."""
+    parts = [part.strip() for part in text.split(",")]
+    several = len(parts) > 1
+    sources: list[MySQLSettings] = []
+    for index, part in enumerate(parts, 1):
+        name = f"PRIMER_MYSQL_URL source {index}" if several else "PRIMER_MYSQL_URL"
+        if not part:
+            problems.append(f"{name} is empty (two commas in a row, or one at an end)")
+            continue
+        source = MySQLSettings.from_url(part, problems, name)
+        if source is not None:
+            sources.append(source)
+    databases = sorted({source.database for source in sources})
+    if len(databases) > 1:
+        problems.append(
+            f"PRIMER_MYSQL_URL sources name different databases ({', '.join(databases)}): "
+            "they must be one primary and its replicas, with one database"
+        )
+    places = [f"{source.host}:{source.port}" for source in sources]
+    repeated = sorted({place for place in places if places.count(place) > 1})
+    if repeated:
+        problems.append(f"PRIMER_MYSQL_URL names {', '.join(repeated)} more than once")
+    return tuple(sources)
+
+
 def _tls_options(query: str, shown: str, problems: list[str]) -> tuple[tuple[str, str], ...]:
     options = []
     for name, value in parse_qsl(query, keep_blank_values=True):

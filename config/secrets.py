@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 HIDDEN = "***"
@@ -9,7 +10,9 @@ HIDDEN = "***"
 
 def redact_url(url: str) -> str:
     """`url` with the password of its user part replaced by ***; unparseable text is hidden whole
-    past its scheme, since a bad URL may still carry a secret."""
+    past its scheme, since a bad URL may still carry a secret. A sentinel URL's
+    `sentinel_password` option is hidden too."""
+    url = re.sub(r"([?&]sentinel_password=)[^&]*", rf"\g<1>{HIDDEN}", url)
     try:
         parts = urlsplit(url)
         password = parts.password

@@ -25,10 +25,11 @@ from primer_cache_client.keys import (
 )
 
 from config.errors import ConfigError
-from config.mysql import MySQLSettings
+from config.mysql import MySQLSettings, parse_sources
 from config.query import SEED_WARM_PATTERNS, Query
 from config.replicas import REPLICA_KEYS, ReplicaSettings, parse_replicas
 from config.secrets import redact_url
+from config.sentinel import is_sentinel_url, parse_sentinel_url
 
 # Where a listener's own server_id is drawn from when none is set (above the small ids
 # servers and hand-configured replicas use).
@@ -69,6 +70,11 @@ class Settings:
     warm_refresh_seconds: int = 2700  # beat re-warms before the TTL runs out
     ignored_columns: frozenset[str] = frozenset({"access_count", "last_accessed", "updated_at"})
     second_pass_ms: int = 250
+    # Before a batch is reported done, WAIT until this many replicas of the cache Redis have
+    # its deletes (each primary's, on a cluster): a failover to a replica then cannot bring
+    # a deleted key back. Default: 1 with a redis+sentinel:// cache URL, else 0 (off).
+    wait_replicas: int = 0
+    wait_timeout_ms: int = 1000
     # Refresh, not miss: after a sweep, recompute up to refresh_max_keys of the deleted keys
     # that were read within refresh_idle_seconds (OBJECT FREQ >= refresh_min_freq under an
     # LFU policy). 0 turns it off.
@@ -97,6 +103,13 @@ class Settings:
     queue_prefix: str = "primer"
     partitions: PartitionSettings = field(default_factory=PartitionSettings)
     replicas: ReplicaSettings = field(default_factory=ReplicaSettings)
+    # The listener's binlog sources in order (PRIMER_MYSQL_URL with several URLs): the primary
+    # first, then the replicas that may be promoted in its place. Empty: `mysql` alone.
+    mysql_sources: tuple[MySQLSettings, ...] = ()
+
+    @property
+    def sources(self) -> tuple[MySQLSettings, ...]:
+        return self.mysql_sources or (self.mysql,)
 
     def __repr__(self) -> str:
         return (
@@ -117,8 +130,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             problems.append(f"{name} is set but empty: give a value, or unset it")
 
     url = env.get("PRIMER_MYSQL_URL")
+    sources: tuple[MySQLSettings, ...] = ()
     if url is not None:
-        mysql = MySQLSettings.from_url(url, problems) if url.strip() else None
+        sources = parse_sources(url, problems) if url.strip() else ()
+        mysql = sources[0] if sources else None
     else:
         mysql = MySQLSettings.from_megamind_env(env, problems)
 
@@ -175,10 +190,15 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     if addr is not None:
         values["metrics_addr"] = _address("PRIMER_METRICS_ADDR", addr, problems)
 
+    if "wait_replicas" not in values and is_sentinel_url(redis_url):
+        values["wait_replicas"] = 1
+
     if problems or mysql is None:
         raise ConfigError(problems)
     if not values.get("server_id"):
         values["server_id"] = _default_server_id()
+    if len(sources) > 1:
+        values["mysql_sources"] = sources
     return Settings(mysql=mysql, redis_url=redis_url, broker_url=broker_url, **values)
 
 
@@ -200,6 +220,15 @@ def _address(name: str, text: str, problems: list[str]) -> str:
 
 def _next_db(redis_url: str) -> str:
     """The cache Redis URL with the next database number: the default broker."""
+    if is_sentinel_url(redis_url):
+        parsed = parse_sentinel_url(redis_url, "PRIMER_REDIS_URL", [])
+        if parsed is None:
+            return redis_url  # its problems are reported for PRIMER_REDIS_URL
+        head, _, query = redis_url.partition("?")
+        base = head.split("/", 3)  # scheme, '', hosts, service[/db]
+        return f"{'/'.join(base[:3])}/{base[3].split('/')[0]}/{parsed.db + 1}" + (
+            f"?{query}" if query else ""
+        )
     try:
         parts = urlsplit(redis_url)
     except ValueError:
@@ -231,6 +260,9 @@ def _check_port(name: str, shown: str, parts: SplitResult, problems: list[str]) 
 
 
 def _check_redis_url(name: str, url: str, problems: list[str]) -> None:
+    if is_sentinel_url(url):
+        parse_sentinel_url(url, name, problems)
+        return
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
@@ -238,7 +270,9 @@ def _check_redis_url(name: str, url: str, problems: list[str]) -> None:
         problems.append(f"{name} {shown!r} is not a valid URL: {exc}")
         return
     if parts.scheme not in ("redis", "rediss", "unix"):
-        problems.append(f"{name} {shown!r}: scheme must be redis://, rediss:// or unix://")
+        problems.append(
+            f"{name} {shown!r}: scheme must be redis://, rediss://, unix:// or redis+sentinel://"
+        )
         return
     if parts.scheme == "unix":
         if not parts.path:
@@ -262,7 +296,7 @@ def _check_broker_url(url: str, problems: list[str]) -> None:
     except ValueError as exc:
         problems.append(f"PRIMER_BROKER_URL {shown!r} is not a valid URL: {exc}")
         return
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel"):
         _check_redis_url("PRIMER_BROKER_URL", url, problems)
     elif scheme in ("amqp", "amqps", "pyamqp"):
         _check_amqp_url(url, shown, problems)
@@ -361,6 +395,8 @@ _FIELDS: dict[tuple[str, str], tuple[str, Check]] = {
     ("cache", "compression"): ("compression", _bool),
     ("cache", "ignored_columns"): ("ignored_columns", _columns),
     ("cache", "second_pass_ms"): ("second_pass_ms", _int(0, 60_000)),
+    ("cache", "wait_replicas"): ("wait_replicas", _int(0, 16)),
+    ("cache", "wait_timeout_ms"): ("wait_timeout_ms", _int(1, 60_000)),
     ("warm", "refresh_seconds"): ("warm_refresh_seconds", _int(10, 30 * 86400)),
     ("refresh", "max_keys"): ("refresh_max_keys", _int(0, 10_000)),
     ("refresh", "idle_seconds"): ("refresh_idle_seconds", _int(1, 30 * 86400)),

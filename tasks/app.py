@@ -20,6 +20,7 @@ from celery.signals import (
 from kombu import Queue
 
 from config import ConfigError, Settings, load_settings
+from config.sentinel import is_sentinel_url, parse_sentinel_url
 
 # Stable task names: operators call them with `celery -A tasks call <name>`.
 INVALIDATE_TASK = "primer_cache.invalidate"
@@ -53,18 +54,31 @@ MAINTENANCE_QUEUE = queue_name(settings, "maintenance")
 QUEUES = (INVALIDATE_QUEUE, WARM_QUEUE, MAINTENANCE_QUEUE)
 
 
+def kombu_broker(broker_url: str) -> tuple[str, dict[str, Any]]:
+    """The broker URL as kombu takes it, and the transport options it needs: a
+    redis+sentinel:// URL becomes kombu's `sentinel://h1;sentinel://h2` with the service as
+    transport option master_name (kombu asks the sentinels for the primary, and again after
+    a failover)."""
+    if is_sentinel_url(broker_url):
+        parsed = parse_sentinel_url(broker_url, "PRIMER_BROKER_URL", [])
+        if parsed is not None:
+            return parsed.kombu_url(), parsed.kombu_options()
+    return broker_url, {}
+
+
 def result_backend(broker_url: str) -> str:
     """Where task results go. Only `primer-cache warm` reads any (every other send ignores
     its result), so: the broker Redis itself, or with RabbitMQ `rpc://` (results come back as
     messages to the caller that waits for them; Celery 5 has no `amqp` backend)."""
     if broker_url.startswith(("redis://", "rediss://", "unix://")):
         return broker_url
+    if is_sentinel_url(broker_url):
+        return kombu_broker(broker_url)[0]  # Celery's redis backend speaks sentinel:// too
     return "rpc://"
 
 
-app = Celery(
-    "primer_cache", broker=settings.broker_url, backend=result_backend(settings.broker_url)
-)
+BROKER_URL, SENTINEL_OPTIONS = kombu_broker(settings.broker_url)
+app = Celery("primer_cache", broker=BROKER_URL, backend=result_backend(settings.broker_url))
 app.conf.update(
     # JSON only: no pickle on the wire.
     task_serializer="json",
@@ -77,7 +91,8 @@ app.conf.update(
     # A Redis broker redelivers an unacked message (its worker died) only after this long;
     # invalidations do not wait for it: the listener publishes a batch again when it is not
     # done within listener.redeliver_after_s. RabbitMQ requeues a dead consumer's at once.
-    broker_transport_options={"visibility_timeout": 600},
+    broker_transport_options={"visibility_timeout": 600, **SENTINEL_OPTIONS},
+    result_backend_transport_options=SENTINEL_OPTIONS,
     # Never give up on a broker that is away: reconnect (with backoff) until it is back.
     broker_connection_retry_on_startup=True,
     broker_connection_max_retries=None,

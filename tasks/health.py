@@ -7,6 +7,7 @@ import logging
 import pymysql
 import redis
 
+from adapters.redis_client import RedisConnectError, connect_redis
 from adapters.replicas import ReplicaError, check_replicas
 from config import Settings
 from config.secrets import redact_url
@@ -16,12 +17,12 @@ log = logging.getLogger(__name__)
 
 def broker_eviction_warning(settings: Settings) -> str | None:
     """A loud warning when the broker is a Redis that may evict keys (Celery loses messages)."""
-    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel:")):
         return None
     try:
-        client = redis.Redis.from_url(settings.broker_url, socket_connect_timeout=3)
+        client = connect_redis(settings.broker_url, socket_connect_timeout=3)
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
-    except redis.RedisError:
+    except (redis.RedisError, RedisConnectError):
         # unreachable, or CONFIG refused (a least-privilege ACL user): quiet, the connection
         # errors speak for themselves
         return None

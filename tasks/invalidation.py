@@ -198,14 +198,24 @@ def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
     """After a pass ran: report the batch done, or its second pass queued (which then
     completes it)."""
     if batch.second_pass or rt.settings.second_pass_ms <= 0:
-        completion.done(batch)
-        metrics.record_end_to_end(batch.first_commit)
+        report_done(rt, completion, batch)
     elif queue_second_pass(rt, batch):
         completion.progress(batch)
 
 
 # A batch whose rows were still locked was swept, and is retried until they are committed.
 _INVALIDATE_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, CommitsPending)
+
+
+def report_done(rt: Runtime, completion: Completion, batch: Batch) -> None:
+    """Report the batch done, once the cache Redis's replicas have its deletes
+    (cache.wait_replicas; adapters.replica_ack): the listener may then checkpoint past it,
+    and a failover of the cache Redis must not undo it."""
+    short = rt.replica_ack.confirm()
+    if short:
+        metrics.REPLICA_ACK_SHORT.inc(short)
+    completion.done(batch)
+    metrics.record_end_to_end(batch.first_commit)
 
 
 @app.task(
@@ -236,8 +246,7 @@ def invalidate(payload: dict) -> dict:
         if late:
             completion.swept(batch)  # its follow-up flushes finish it
         else:
-            completion.done(batch)
-            metrics.record_end_to_end(batch.first_commit)
+            report_done(rt, completion, batch)
         return result.to_json()
     if late:
         completion.swept(batch)  # its follow-up passes finish it
@@ -290,8 +299,7 @@ def replica_followup(payload: dict, late: list[str], attempt: int) -> None:
         if fallback_flush(rt, batch, exc)[1]:
             completion.progress(batch)  # the follow-up flushes finish it
         else:
-            completion.done(batch)
-            metrics.record_end_to_end(batch.first_commit)
+            report_done(rt, completion, batch)
         return
     if still:
         completion.progress(batch)  # alive: no redelivery while it waits on the replica

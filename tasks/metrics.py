@@ -65,6 +65,12 @@ END_TO_END_SECONDS = Histogram(
     buckets=_END_TO_END,
     registry=REGISTRY,
 )
+REPLICA_ACK_SHORT = Counter(
+    "primer_cache_worker_replica_ack_short_total",
+    "Batches reported done while a cache Redis primary had fewer replicas connected than "
+    "cache.wait_replicas (their deletes reach the replica when it reconnects)",
+    registry=REGISTRY,
+)
 FALLBACK_FLUSHES = Counter(
     "primer_cache_worker_fallback_flushes_total",
     "Sweeps that deleted every primer key, by reason",

@@ -13,7 +13,9 @@ import pymysql
 import redis
 
 from adapters.redis_client import connect_redis
+from adapters.replica_ack import ReplicaAck
 from adapters.replicas import ReplicaWaiter
+from adapters.sources import SourcePicker
 from config import Settings
 from core.keys import KeyFormat
 
@@ -26,6 +28,7 @@ class Runtime:
         self._redis: redis.Redis | None = None
         self._db: pymysql.Connection | None = None
         self._replicas: ReplicaWaiter | None = None
+        self._ack: ReplicaAck | None = None
 
     def _check_fork(self) -> None:
         if os.getpid() != self._pid:
@@ -33,6 +36,7 @@ class Runtime:
             self._redis = None
             self._db = None
             self._replicas = None  # the parent's sockets stay the parent's
+            self._ack = None
 
     @property
     def redis(self) -> redis.Redis:
@@ -45,6 +49,15 @@ class Runtime:
                 health_check_interval=30,
             )
         return self._redis
+
+    @property
+    def replica_ack(self) -> ReplicaAck:
+        """Confirms that the cache Redis's replicas have the deletes (cache.wait_replicas)."""
+        self._check_fork()
+        if self._ack is None:
+            s = self.settings
+            self._ack = ReplicaAck(self.redis, s.state_prefix, s.wait_replicas, s.wait_timeout_ms)
+        return self._ack
 
     @property
     def replicas(self) -> ReplicaWaiter:
@@ -74,15 +87,10 @@ class Runtime:
 
 
 def connect_mysql(settings: Settings, **extra: Any) -> pymysql.Connection:
-    return pymysql.connect(
-        database=settings.mysql.database,
-        autocommit=True,
-        connect_timeout=5,
-        read_timeout=60,
-        write_timeout=60,
-        charset="utf8mb4",
-        **settings.mysql.connect_kwargs(),
-        **extra,
+    """The primary among the configured sources (adapters.sources): after a failover, the
+    replica promoted in its place."""
+    return SourcePicker(settings.sources).connect(
+        read_timeout=60, write_timeout=60, charset="utf8mb4", **extra
     )
 
 

@@ -10,6 +10,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -133,8 +134,10 @@ class PrivateMariaDB(_Server):
 
     name = "mariadb"
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *, server_id: int = 1, options: tuple[str, ...] = ()) -> None:
         super().__init__(workdir)
+        self.server_id = server_id
+        self.options = options  # more mariadbd arguments, e.g. --log-slave-updates
         self.data = self.dir / "data"
         install = shutil.which("mariadb-install-db") or "mariadb-install-db"
         user = os.environ.get("USER") or "root"
@@ -165,11 +168,23 @@ class PrivateMariaDB(_Server):
             "--binlog-format=ROW",
             "--binlog-row-image=FULL",
             "--binlog-row-metadata=FULL",
-            "--server-id=1",
+            f"--server-id={self.server_id}",
             "--innodb-buffer-pool-size=32M",
             "--innodb-log-file-size=16M",
             f"--log-error={self.dir / 'error.log'}",
+            *self.options,
         ]
+
+    def sql(self, *statements: str) -> list[tuple[Any, ...]]:
+        """Run `statements` as root; the last one's rows."""
+        conn = pymysql.connect(autocommit=True, connect_timeout=5, **self.params)
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
 
     @property
     def params(self) -> dict[str, Any]:
@@ -186,6 +201,40 @@ class PrivateMariaDB(_Server):
         except pymysql.err.OperationalError:
             time.sleep(0.05)
             return False
+
+
+def gtid_replica(workdir: Path, server_id: int = 2) -> PrivateMariaDB:
+    """A MariaDB to make a GTID replica of another (replicate()): its own binlog with the
+    replicated transactions in it (a listener can stream from it once promoted), read-only."""
+    return PrivateMariaDB(
+        workdir, server_id=server_id, options=("--log-slave-updates", "--read-only")
+    )
+
+
+def replicate(primary: PrivateMariaDB, replica: PrivateMariaDB) -> None:
+    """Make `replica` a GTID replica of `primary` from the primary's current position
+    (DESIGN.md section 6), and wait until it runs."""
+    ((position,),) = primary.sql("SELECT @@GLOBAL.gtid_binlog_pos")
+    replica.sql(
+        f"SET GLOBAL gtid_slave_pos = '{position}'",
+        f"CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={primary.port}, "
+        "MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos, "
+        "MASTER_CONNECT_RETRY=1",
+        "START SLAVE",
+    )
+    wait_for(lambda: caught_up(primary, replica), timeout=30, what="the replica to catch up")
+
+
+def caught_up(primary: PrivateMariaDB, replica: PrivateMariaDB) -> bool:
+    """Whether `replica` has applied everything `primary` has in its binlog."""
+    ((position,),) = primary.sql("SELECT @@GLOBAL.gtid_binlog_pos")
+    ((reached,),) = replica.sql(f"SELECT MASTER_GTID_WAIT('{position}', 0)")
+    return int(reached) == 0
+
+
+def promote(replica: PrivateMariaDB) -> None:
+    """Make a replica the primary: stop replicating, forget the old primary, accept writes."""
+    replica.sql("STOP SLAVE", "RESET SLAVE ALL", "SET GLOBAL read_only = 0")
 
 
 class PrivateRabbitMQ(_Server):
@@ -282,3 +331,160 @@ def private_redis(workdir: Path, *options: str) -> Iterator[redis.Redis]:
     finally:
         client.close()
         server.stop()
+
+
+class PrivateSentinel(_Server):
+    """A Redis Sentinel (redis-server --sentinel) watching `primary` as service `service`, with
+    short timeouts so a failover takes a few seconds: down after 1 s, failover timeout 5 s."""
+
+    name = "sentinel"
+
+    def __init__(
+        self,
+        workdir: Path,
+        primary: PrivateRedis,
+        service: str,
+        quorum: int,
+        down_after_ms: int = 1000,
+    ) -> None:
+        super().__init__(workdir)
+        self.conf = self.dir / "sentinel.conf"
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.dir}\n"
+            f"sentinel monitor {service} 127.0.0.1 {primary.port} {quorum}\n"
+            f"sentinel down-after-milliseconds {service} {down_after_ms}\n"
+            f"sentinel failover-timeout {service} 5000\n"
+            f"sentinel parallel-syncs {service} 1\n"
+        )
+        self.service = service
+
+    def command(self) -> list[str]:
+        return ["redis-server", str(self.conf), "--sentinel"]
+
+    def client(self) -> redis.Redis:
+        return redis.Redis(port=self.port, socket_connect_timeout=2, socket_timeout=5)
+
+    def ready(self) -> bool:
+        try:
+            return bool(self.client().ping())
+        except redis.RedisError:
+            return False
+
+
+class ReplicationRelay:
+    """A TCP relay between a replica and its primary that the test can freeze: bytes the
+    primary sends then stay in the relay, never reach the replica (a replica lagging for
+    real; a SIGSTOPped replica still gets them, in its socket buffer), and drop() discards
+    them, as a primary that dies takes its unsent stream with it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        self.open = threading.Event()
+        self.open.set()
+        self.dropped = threading.Event()
+        self.sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.dropped.is_set():
+            try:
+                down, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                up = socket.create_connection(("127.0.0.1", self.upstream_port), timeout=2)
+            except OSError:
+                down.close()
+                continue
+            up.settimeout(None)
+            self.sockets += [down, up]
+            threading.Thread(target=self._pump, args=(up, down), daemon=True).start()
+            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                while not self.open.wait(0.05):
+                    if self.dropped.is_set():
+                        return
+                if self.dropped.is_set():
+                    return
+                dst.sendall(data)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def freeze(self) -> None:
+        self.open.clear()
+
+    def drop(self) -> None:
+        """Discard what is held and cut every connection (new ones are refused from now)."""
+        self.dropped.set()
+        for sock in [self.listener, *self.sockets]:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+class SentinelGroup:
+    """A primary, one replica of it (through a ReplicationRelay) and three sentinels
+    (quorum 2), all our own: the cache Redis of a sidecar configured with `url`
+    (redis+sentinel://)."""
+
+    service = "primer-test"
+
+    def __init__(self, workdir: Path, down_after_ms: int = 1000) -> None:
+        self.down_after_ms = down_after_ms  # a primary silent this long is taken for dead
+        self.primary = PrivateRedis(workdir / "primary")
+        self.replica = PrivateRedis(workdir / "replica")
+        self.sentinels: list[PrivateSentinel] = []
+        self.workdir = workdir
+
+    def start(self) -> None:
+        self.primary.start()
+        self.relay = ReplicationRelay(self.primary.port)
+        self.replica.options = ("--replicaof", "127.0.0.1", str(self.relay.port))
+        self.replica.start()
+        wait_for(self._replica_linked, timeout=30, what="the replica to sync")
+        for n in range(3):
+            sentinel = PrivateSentinel(
+                self.workdir / f"s{n}", self.primary, self.service, 2, self.down_after_ms
+            )
+            sentinel.start()
+            self.sentinels.append(sentinel)
+        wait_for(self._watching, timeout=30, what="the sentinels to see the replica and each other")
+
+    def replica_caught_up(self) -> bool:
+        """Whether the replica has processed everything the primary has sent it."""
+        sent = int(self.primary.client().info("replication")["master_repl_offset"])
+        got = int(self.replica.client().info("replication").get("slave_repl_offset", -1))
+        return got >= sent
+
+    def _replica_linked(self) -> bool:
+        info = self.replica.client().info("replication")
+        return info.get("master_link_status") == "up"
+
+    def _watching(self) -> bool:
+        for sentinel in self.sentinels:
+            state = sentinel.client().sentinel_master(self.service)
+            if int(state.get("num-slaves", 0)) < 1 or int(state.get("num-other-sentinels", 0)) < 2:
+                return False
+        return True
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}/0"
+
+    def primary_port(self) -> int:
+        host_port = self.sentinels[0].client().sentinel_get_master_addr_by_name(self.service)
+        return int(host_port[1])
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            server.stop()
+        self.relay.drop()

@@ -21,6 +21,7 @@ import pymysql
 import redis
 
 from config.mysql import MySQLSettings
+from config.sentinel import is_sentinel_url, parse_sentinel_url
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_FILE = ROOT / ".run" / "services.env"
@@ -132,8 +133,13 @@ def delete_queues(broker_url: str, queues: list[str]) -> None:
     from kombu import Connection
     from kombu.exceptions import OperationalError
 
+    options: dict[str, Any] = {}
+    if is_sentinel_url(broker_url):
+        parsed = parse_sentinel_url(broker_url, "broker", [])
+        assert parsed is not None
+        broker_url, options = parsed.kombu_url(), parsed.kombu_options()
     try:
-        with Connection(broker_url, connect_timeout=3) as conn:
+        with Connection(broker_url, connect_timeout=3, transport_options=options) as conn:
             conn.ensure_connection(max_retries=1)
             for name in queues:
                 with conn.channel() as channel:

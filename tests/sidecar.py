@@ -57,6 +57,7 @@ class Sidecar:
     tag: str = field(default_factory=lambda: unique("t"))
     extra_toml: str = ""
     listener_toml: str = ""  # more [listener] settings, one per line
+    cache_toml: str = ""  # more [cache] settings, one per line
     second_pass_ms: int = 0
     leader_ttl_ms: int = 3000  # a stall (SIGSTOP) longer than this costs the lead
     warm: bool = False  # False: no warm patterns, so nothing but the test writes keys
@@ -75,7 +76,8 @@ class Sidecar:
         self.config.write_text(
             f'[cache]\nkey_prefix = "{self.key_prefix}"\nstate_prefix = "{self.state_prefix}"\n'
             f"second_pass_ms = {self.second_pass_ms}\n"
-            f'[celery]\nqueue_prefix = "{self.tag}"\n'
+            + self.cache_toml
+            + f'[celery]\nqueue_prefix = "{self.tag}"\n'
             f"[listener]\nleader_ttl_ms = {self.leader_ttl_ms}\n"
             f"redeliver_after_s = {self.redeliver_after_s}\n"
             + self.listener_toml
@@ -83,7 +85,11 @@ class Sidecar:
             + ("" if self.refresh else "[refresh]\nmax_keys = 0\n")
             + self.extra_toml
         )
-        mysql_url = self.base_env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{self.database}"
+        # each source's URL (PRIMER_MYSQL_URL may list several) with the scratch database
+        mysql_url = ",".join(
+            url.rsplit("/", 1)[0] + f"/{self.database}"
+            for url in self.base_env["PRIMER_MYSQL_URL"].split(",")
+        )
         extra = {"PRIMER_BROKER_URL": self.broker_url} if self.broker_url else {}
         self.env = child_env(
             self.base_env, PRIMER_MYSQL_URL=mysql_url, PRIMER_CONFIG=str(self.config), **extra

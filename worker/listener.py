@@ -26,8 +26,10 @@ from adapters import heartbeat, liveness, stats, unreachable
 from adapters.completion import Completion
 from adapters.redis_client import connect_redis
 from adapters.replicas import check_replicas
+from adapters.sources import SourcePicker
 from config import Settings
 from core.batch import Batch
+from core.gtid import GtidFormatError, lacking
 from core.predicate import ElementImage
 from worker import metrics
 from worker.batcher import BatchBuilder, Transaction, position_reached, position_text
@@ -36,7 +38,7 @@ from worker.leader import Leadership, LeadershipLost
 from worker.ledger import Entry, Ledger
 from worker.pacing import Pacer
 from worker.publisher import Publisher
-from worker.server_check import ServerInfo, check_server, current_position
+from worker.server_check import ServerInfo, check_server, current_position, gtid_position
 from worker.stream import BinlogReader
 
 log = logging.getLogger(__name__)
@@ -83,6 +85,8 @@ class Listener:
             ),
         )
         self.publisher = publisher or Publisher()
+        # The binlog's source: the primary among PRIMER_MYSQL_URL's sources (adapters.sources)
+        self.sources = SourcePicker(settings.sources)
         self.stopping = threading.Event()
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
         # Why the next cold start flushes (a lost checkpoint, or one that cannot be resumed).
@@ -128,7 +132,7 @@ class Listener:
         conn = self._connect()
         try:
             server = check_server(conn)
-            mysql = self.settings.mysql
+            mysql = self.sources.current
             check_replicas(conn, self.settings.replicas, f"{mysql.host}:{mysql.port}")
             return server
         finally:
@@ -148,12 +152,7 @@ class Listener:
         )
 
     def _connect(self) -> pymysql.Connection:
-        return pymysql.connect(
-            database=self.settings.mysql.database,
-            autocommit=True,
-            connect_timeout=5,
-            **self.settings.mysql.connect_kwargs(),
-        )
+        return self.sources.connect()
 
     # ---- one leadership term ----------------------------------------------------------
 
@@ -206,7 +205,10 @@ class Listener:
         conn = self._connect()
         try:
             server = check_server(conn)
+            source = self.sources.current
             checkpoint = self.leadership.load_checkpoint()
+            if checkpoint is not None and not self._source_holds(conn, server, checkpoint):
+                return  # the next term starts cold: a flush
             cold_start = current_position(conn, server) if checkpoint is None else None
             backlog_end = current_position(conn, server)
         finally:
@@ -235,7 +237,7 @@ class Listener:
             extra={"position": position_text(checkpoint), "term": term},
         )
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
-        reader = BinlogReader(self.settings, server, checkpoint, events)
+        reader = BinlogReader(self.settings, server, checkpoint, events, source)
         reader.start()
         started = time.monotonic()
         try:
@@ -259,6 +261,37 @@ class Listener:
             raise
         finally:
             reader.stop()
+
+    def _source_holds(
+        self, conn: pymysql.Connection, server: ServerInfo, checkpoint: dict[str, Any]
+    ) -> bool:
+        """Whether the source holds every transaction up to the checkpoint. After a failover
+        the new primary may lack some (never replicated to it: lost) or have another history
+        (errant transactions): the cache may then hold answers no longer true, so the safe
+        side is a flush and a cold start at the source's own position."""
+        if not server.gtid_mode or not checkpoint.get("gtid"):
+            return True
+        here = gtid_position(conn, server)
+        try:
+            missing = lacking(str(checkpoint["gtid"]), here, is_mariadb=server.is_mariadb)
+        except GtidFormatError as exc:
+            missing = [f"the positions do not compare: {exc}"]
+        if not missing:
+            return True
+        where = f"{self.sources.current.host}:{self.sources.current.port}"
+        log.error(
+            "%s: MySQL source %s (at %s) LACKS PART OF CHECKPOINT %s: %s; flushing the cache "
+            "and starting from its current position",
+            self.name,
+            where,
+            here or "-",
+            checkpoint["gtid"],
+            "; ".join(missing),
+            extra={"position": position_text(checkpoint), "source": where},
+        )
+        self.leadership.clear_checkpoint()
+        self._cold_start_kind = metrics.FLUSH_SOURCE_LACKS
+        return False
 
     def _ledger(self, term: str, start: dict[str, Any] | None, event_time: int) -> Ledger:
         s = self.settings

@@ -120,12 +120,14 @@ FLUSH_UNRESUMABLE = "checkpoint_unresumable"  # the binlog at the checkpoint is 
 FLUSH_DDL = "ddl"  # TRUNCATE, DROP, ALTER... of a watched table
 FLUSH_ODD_ROW = "odd_row"  # a row image the sidecar cannot read
 FLUSH_UNDECODABLE = "undecodable_event"  # an event neither decoder can read (stepped past)
+FLUSH_SOURCE_LACKS = "source_lacks_position"  # a failover's new primary lacks the checkpoint
 FLUSH_REASONS = (
     FLUSH_COLD_START,
     FLUSH_UNRESUMABLE,
     FLUSH_DDL,
     FLUSH_ODD_ROW,
     FLUSH_UNDECODABLE,
+    FLUSH_SOURCE_LACKS,
 )
 OPERATIONS = ("insert", "update", "delete")
 for _reason in FLUSH_REASONS:

@@ -56,6 +56,15 @@ def check_server(conn: pymysql.Connection) -> ServerInfo:
     return ServerInfo(version, is_mariadb, is_mariadb or found.get("gtid_mode") == "ON")
 
 
+def gtid_position(conn: pymysql.Connection, server: ServerInfo) -> str:
+    """Every transaction the server holds: MariaDB's @@gtid_binlog_pos (its binlog, replicated
+    transactions included with log_slave_updates), MySQL's @@gtid_executed."""
+    with conn.cursor() as cur:
+        variable = "gtid_binlog_pos" if server.is_mariadb else "gtid_executed"
+        cur.execute(f"SELECT @@GLOBAL.{variable}")
+        return str(cur.fetchone()[0] or "").replace("\n", "")
+
+
 def current_position(conn: pymysql.Connection, server: ServerInfo) -> dict[str, object]:
     """Where the binlog ends now: the cold-start position."""
     with conn.cursor() as cur:

@@ -33,7 +33,7 @@ from pymysqlreplication.row_event import (
 from adapters import undecodable
 from adapters.collations import read_collations
 from adapters.redis_client import connect_redis
-from config import Settings
+from config import MySQLSettings, Settings
 from core.collation import Collations
 from core.statements import BOUNDARIES, leading_keyword, opens_transaction
 from worker import metrics
@@ -100,9 +100,13 @@ class BinlogReader(threading.Thread):
         server: ServerInfo,
         start: dict[str, Any],
         out: queue.Queue[Transaction | BaseException],
+        source: MySQLSettings | None = None,
     ) -> None:
+        """`source`: the server to stream from (adapters.sources picked it); default
+        settings.mysql."""
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
+        self.source = source or settings.mysql
         self.server = server
         self.position = Position(start, server)
         self.out = out
@@ -129,7 +133,7 @@ class BinlogReader(threading.Thread):
         else:
             kwargs.update(log_file=self.position.file, log_pos=self.position.pos)
         stream = BinLogStreamReader(
-            connection_settings=settings.mysql.connect_kwargs(),
+            connection_settings=self.source.connect_kwargs(),
             server_id=settings.server_id,
             blocking=True,
             resume_stream=True,
@@ -173,7 +177,7 @@ class BinlogReader(threading.Thread):
 
     def read_collations(self) -> Collations:
         """The chunks table's collations (read again after a DDL of a watched table)."""
-        conn = pymysql.connect(connect_timeout=5, **self.settings.mysql.connect_kwargs())
+        conn = pymysql.connect(connect_timeout=5, **self.source.connect_kwargs())
         try:
             return read_collations(conn, self.settings.mysql.database, self.settings.chunks_table)
         finally:
@@ -293,7 +297,7 @@ class BinlogReader(threading.Thread):
         if self.server.gtid_mode and self.position.current is not None:
             checkpoint = self.position.end(self.stream)
         else:
-            conn = pymysql.connect(connect_timeout=5, **self.settings.mysql.connect_kwargs())
+            conn = pymysql.connect(connect_timeout=5, **self.source.connect_kwargs())
             try:
                 now = current_position(conn, self.server)
             finally:
