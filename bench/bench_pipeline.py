@@ -203,7 +203,8 @@ def bench_catch_up(car: Sidecar, commits: int) -> None:
     settings = mysql_settings(car.env)
     base_s, rows = bare_reader_seconds(settings, start, end, car.database)
     sweeps_before = sweeps_done(car)
-    listener = car.start_listener_standby()
+    # The stopped leader released its lock: this one leads at once (start-up not counted).
+    listener = car.spawn_listener()
     t0 = time.perf_counter()
     wait_for(lambda: "streaming from" in listener.output(), timeout=60, interval=0.002)
     t_stream = time.perf_counter()

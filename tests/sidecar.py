@@ -160,10 +160,14 @@ class Sidecar:
         )
         return self.listener
 
+    def spawn_listener(self) -> Process:
+        """A listener started exactly as every replica of a deployment is; returns at once."""
+        return self._start([str(VENV_BIN / "primer-cache"), "listen"], self.env, "listener")
+
     def start_listener_standby(self) -> Process:
         """A second replica, started exactly as the first (no setting of its own: it draws
         its own server_id), that should wait for the leader lock; returns once it waits."""
-        proc = self._start([str(VENV_BIN / "primer-cache"), "listen"], self.env, "listener")
+        proc = self.spawn_listener()
         wait_for(
             lambda: "waiting" in proc.output() or not proc.alive(),
             timeout=60,
