@@ -165,3 +165,26 @@ def test_a_paused_leader_costs_duplicates_never_a_missed_delete(
         car.sync()
         assert "streaming from" in standby.output()
         assert first.alive() and standby.alive()
+
+
+def test_an_idle_leader_with_a_long_lock_stops_on_sigterm_and_hands_over(
+    services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """A deployment may set a long lock (a leader that must survive long stalls). Idle, the
+    leader still sees SIGTERM: it exits on its own (not SIGKILLed after the stop's 10 s) and
+    releases the lock, so the next listener leads at once instead of after the lock's 10
+    minutes (an idle wait of a quarter of the lock's renewal interval kept it 75 s)."""
+    with isolated(
+        Sidecar, services, mysql_params, redis_client, tmp_path, leader_ttl_ms=600_000
+    ) as car:
+        car.start_worker()
+        first = car.start_listener()
+        car.sync()
+        assert first.stop(timeout=10) == 0, first.output()[-2000:]
+        second = car.spawn_listener()
+        wait_for(
+            lambda: "streaming from" in second.output() or not second.alive(),
+            timeout=30,
+            what="the next listener to lead (the stopped one released its lock)",
+        )
+        assert second.alive(), second.output()[-2000:]

@@ -58,6 +58,9 @@ POLL_EVERY = 0.05  # how often the leader reads the state of the batches not don
 POLL_WAITING = 0.002  # and how often while a batch waits for a full ledger to have room
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
 STANDBY_POLL_S = 0.05  # how often a standby tries the leader lock (a takeover waits this long)
+# The longest an idle leader waits for a transaction: it must still see a stop signal, write
+# its heartbeat and renew a long lock in time.
+IDLE_WAIT_MAX_S = 0.25
 LIVENESS_EVERY = 0.2  # how often the leader asks whether its batches' workers are alive
 FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
 
@@ -460,7 +463,7 @@ class Listener:
             return 0.002
         if len(ledger):
             return POLL_EVERY
-        return self.leadership.renew_interval / 2
+        return min(self.leadership.renew_interval / 2, IDLE_WAIT_MAX_S)
 
 
 class _Tracker:
