@@ -18,7 +18,7 @@ import pymysql
 import redis
 from pymysql.cursors import DictCursor
 
-from adapters.redis_client import is_cluster
+from adapters.redis.connection import is_cluster
 from config import Settings, load_settings
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE

@@ -1,4 +1,4 @@
-"""The completion protocol: the tasks' reports in Redis (adapters.completion) and the
+"""The completion protocol: the tasks' reports in Redis (adapters.redis.completion) and the
 leader's ledger (worker.ledger: pure, so tested exhaustively with hypothesis)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.completion import STATE_TTL_S, BatchState, Completion, completion_key
+from adapters.redis.completion import STATE_TTL_S, BatchState, Completion, completion_key
 from core.batch import Batch
 from tests.services import delete_prefix, unique
 from worker.ledger import Ledger

@@ -6,7 +6,7 @@ the sidecar's cache URL is redis+sentinel://. The replication stream is held bac
 frozen between primary and replica) while changes are invalidated, so the deletes reach the
 primary but not the replica; the listener is frozen across the failover and keeps its lock,
 so it does not reload an older checkpoint from the new primary (which would replay the
-batches). Only `WAIT` (adapters.replica_ack) then keeps those batches from being done, and
+batches). Only `WAIT` (adapters.redis.replica_ack) then keeps those batches from being done, and
 their retries delete the keys again on the promoted replica.
 """
 
@@ -22,7 +22,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from adapters.redis_client import connect_redis
+from adapters.redis.connection import connect_redis
 from tests.private_servers import SentinelGroup
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated

@@ -1,5 +1,5 @@
 """A dead worker is noticed in about a second, on both brokers: the batch it held is published
-again as soon as its heartbeat is gone (adapters.liveness), not after
+again as soon as its heartbeat is gone (adapters.redis.liveness), not after
 `listener.redeliver_after_s`, which these tests set far beyond their deadline."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.completion import BatchState
+from adapters.redis.completion import BatchState
 from config.query import Query
 from core.batch import Batch
 from tests.services import Process, wait_for

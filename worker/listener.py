@@ -2,7 +2,7 @@
 
 At least once, end to end, whatever the broker does: each stream is a term with a ledger of
 the batches it published (worker.ledger); the checkpoint is the position just before the
-oldest batch the tasks have not reported done (adapters.completion), and a batch with no
+oldest batch the tasks have not reported done (adapters.redis.completion), and a batch with no
 progress for `listener.redeliver_after_s` is published again. A crash, a reconnect or a new
 leader replays from the checkpoint with a fresh term (tasks are idempotent).
 """
@@ -22,11 +22,12 @@ import redis
 from kombu.exceptions import OperationalError as BrokerError
 from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from adapters import heartbeat, liveness, stats, unreachable
-from adapters.completion import Completion
-from adapters.redis_client import connect_redis
-from adapters.replicas import check_replicas
-from adapters.sources import SourcePicker
+from adapters import unreachable
+from adapters.mysql.replicas import check_replicas
+from adapters.mysql.sources import SourcePicker
+from adapters.redis import heartbeat, liveness, stats
+from adapters.redis.completion import Completion
+from adapters.redis.connection import connect_redis
 from config import Settings
 from core.batch import Batch
 from core.gtid import GtidFormatError, lacking
@@ -85,7 +86,7 @@ class Listener:
             ),
         )
         self.publisher = publisher or Publisher()
-        # The binlog's source: the primary among PRIMER_MYSQL_URL's sources (adapters.sources)
+        # The binlog's source: the primary among PRIMER_MYSQL_URL's sources (adapters.mysql.sources)
         self.sources = SourcePicker(settings.sources)
         self.stopping = threading.Event()
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
@@ -495,7 +496,7 @@ class _Tracker:
         self.save_checkpoint(now, force=bool(finished))
 
     def _orphans(self, now: float) -> None:
-        """Publish again at once the batches whose worker is dead (adapters.liveness)."""
+        """Publish again at once the batches whose worker is dead (adapters.redis.liveness)."""
         holders = self.ledger.holders()
         if not holders:
             return

@@ -18,7 +18,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from adapters import metrics_http
+from adapters.observability import metrics_http
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 

@@ -30,9 +30,9 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from adapters import undecodable
-from adapters.collations import read_collations
-from adapters.redis_client import connect_redis
+from adapters.mysql.collations import read_collations
+from adapters.redis import undecodable
+from adapters.redis.connection import connect_redis
 from config import MySQLSettings, Settings
 from core.collation import Collations
 from core.statements import BOUNDARIES, leading_keyword, opens_transaction
@@ -102,7 +102,7 @@ class BinlogReader(threading.Thread):
         out: queue.Queue[Transaction | BaseException],
         source: MySQLSettings | None = None,
     ) -> None:
-        """`source`: the server to stream from (adapters.sources picked it); default
+        """`source`: the server to stream from (adapters.mysql.sources picked it); default
         settings.mysql."""
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
