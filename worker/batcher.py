@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 from core.batch import Batch
 from core.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 from core.collation import DEFAULT, Collations
+from core.flush_reason import FlushReason
 from core.predicate import ElementImage
 from worker import metrics
 
@@ -71,7 +72,7 @@ class TransactionBuilder:
             )
         except OddRowError as exc:
             self.counts.add(table, metrics.operation(before, after), True)
-            metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_ODD_ROW).inc()
+            metrics.FALLBACK_FLUSHES.labels(FlushReason.ODD_ROW).inc()
             # Nothing lost: a row we cannot read flushes the whole cache (safe side).
             log.error(
                 "odd row in %s (%s): flushing every primer key; row %r -> %r",
@@ -90,13 +91,13 @@ class TransactionBuilder:
 
     def ddl(self, schema: str, query: str) -> None:
         log.warning("DDL on a watched table (%s): %s", schema, query[:200])
-        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_DDL).inc()
+        metrics.FALLBACK_FLUSHES.labels(FlushReason.DDL).inc()
         self._flush = f"DDL: {query[:120]}"
 
     def undecodable(self, where: str, error: str) -> None:
         """The transaction holds an event neither decoder reads: flush (worker.stream logs
         it, records it for `status` and steps past it)."""
-        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_UNDECODABLE).inc()
+        metrics.FALLBACK_FLUSHES.labels(FlushReason.UNDECODABLE_EVENT).inc()
         self._flush = f"undecodable event at {where}: {error[:120]}"
 
     def end(self, position: dict[str, Any], event_time: int) -> Transaction:

@@ -30,6 +30,7 @@ from adapters.redis.completion import Completion
 from adapters.redis.connection import connect_redis
 from config import Settings
 from core.batch import Batch
+from core.flush_reason import FlushReason
 from core.gtid import GtidFormatError, lacking
 from core.predicate import ElementImage
 from worker import metrics
@@ -91,7 +92,7 @@ class Listener:
         self.stopping = threading.Event()
         self._terms = 0  # streams opened: each is a term of its own, with a fresh ledger
         # Why the next cold start flushes (a lost checkpoint, or one that cannot be resumed).
-        self._cold_start_kind = metrics.FLUSH_COLD_START
+        self._cold_start_kind = FlushReason.COLD_START
         # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
         self.fast_lane = FastLane(settings) if settings.fast_lane_max_keys > 0 else None
         self._warmed_up = False
@@ -253,7 +254,7 @@ class Listener:
                     exc.args[-1],
                 )
                 self.leadership.clear_checkpoint()
-                self._cold_start_kind = metrics.FLUSH_UNRESUMABLE
+                self._cold_start_kind = FlushReason.CHECKPOINT_UNRESUMABLE
                 return
             if time.monotonic() - started > HEALTHY_AFTER:
                 # A stream that ran well: reconnect at once, with the backoff reset.
@@ -291,7 +292,7 @@ class Listener:
             extra={"position": position_text(checkpoint), "source": where},
         )
         self.leadership.clear_checkpoint()
-        self._cold_start_kind = metrics.FLUSH_SOURCE_LACKS
+        self._cold_start_kind = FlushReason.SOURCE_LACKS_POSITION
         return False
 
     def _ledger(self, term: str, start: dict[str, Any] | None, event_time: int) -> Ledger:
@@ -322,7 +323,7 @@ class Listener:
         )
         self.publisher.invalidate(ledger.publish(flush, time.monotonic()))
         metrics.FALLBACK_FLUSHES.labels(self._cold_start_kind).inc()
-        self._cold_start_kind = metrics.FLUSH_COLD_START
+        self._cold_start_kind = FlushReason.COLD_START
         ledger.advance(position, 0)
         return ledger
 
