@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from adapters.redis.completion import STATE_TTL_S, BatchState, Completion, completion_key
 from core.batch import Batch
+from core.position import FilePosition
 from tests.services import delete_prefix, unique
 from worker.ledger import Ledger
 
@@ -84,8 +85,8 @@ def test_batches_outside_the_protocol_write_nothing(redis_client: redis.Redis) -
 # ---- the ledger ---------------------------------------------------------------------------------
 
 
-def at(n: int) -> dict[str, int]:
-    return {"pos": n}
+def at(n: int) -> FilePosition:
+    return FilePosition("binlog.000001", n)
 
 
 def test_checkpoint_waits_for_the_oldest_batch_not_done() -> None:
@@ -177,4 +178,4 @@ def test_ledger_never_checkpoints_past_work_not_done(
         assert ledger.full == (0 < limit <= len(pending))
         position, _ = ledger.checkpoint()
         assert position is not None
-        assert position["pos"] == (min(s for s, _ in pending.values()) if pending else read)
+        assert position == at(min(s for s, _ in pending.values()) if pending else read)

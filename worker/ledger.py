@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
 from adapters.redis.completion import BatchState
 from core.batch import Batch
-
-Position = dict[str, Any]
+from core.position import Position
 
 
 @dataclass

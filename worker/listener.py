@@ -32,9 +32,17 @@ from config import Settings
 from core.batch import Batch
 from core.flush_reason import FlushReason
 from core.gtid import GtidFormatError, lacking
+from core.position import (
+    Checkpoint,
+    GtidPosition,
+    Position,
+    gtid_of,
+    position_reached,
+    position_text,
+)
 from core.predicate import ElementImage
 from worker import metrics
-from worker.batcher import BatchBuilder, Transaction, position_reached, position_text
+from worker.batcher import BatchBuilder, Transaction
 from worker.fast_lane import FastLane
 from worker.leader import Leadership, LeadershipLost
 from worker.ledger import Entry, Ledger
@@ -209,7 +217,7 @@ class Listener:
             server = check_server(conn)
             source = self.sources.current
             checkpoint = self.leadership.load_checkpoint()
-            if checkpoint is not None and not self._source_holds(conn, server, checkpoint):
+            if checkpoint is not None and not self._source_holds(conn, server, checkpoint.position):
                 return  # the next term starts cold: a flush
             cold_start = current_position(conn, server) if checkpoint is None else None
             backlog_end = current_position(conn, server)
@@ -222,24 +230,24 @@ class Listener:
         term = f"{self.leadership.token}.{self._terms}"
         if cold_start is None:
             assert checkpoint is not None
-            ledger = self._ledger(term, checkpoint, int(checkpoint.get("event_time") or 0))
-            metrics.FRESHNESS.took(float(checkpoint.get("event_time") or 0))
+            ledger = self._ledger(term, checkpoint.position, checkpoint.event_time)
+            metrics.FRESHNESS.took(float(checkpoint.event_time))
             if self.settings.warm_patterns:
                 self.publisher.warm_all()
         else:
             # The flush re-warms every pattern once it has swept.
-            checkpoint = {**cold_start, "event_time": 0}
+            checkpoint = Checkpoint(cold_start)
             ledger = self._cold_start(term, cold_start, "no checkpoint (first start or lost)")
         log.info(
             "%s: streaming from %s (term %s, %.0f ms after taking the lock)",
             self.name,
-            position_text(checkpoint),
+            position_text(checkpoint.position),
             term,
             (time.monotonic() - self._took_lead_at) * 1000,
-            extra={"position": position_text(checkpoint), "term": term},
+            extra={"position": position_text(checkpoint.position), "term": term},
         )
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=50_000)
-        reader = BinlogReader(self.settings, server, checkpoint, events, source)
+        reader = BinlogReader(self.settings, server, checkpoint.position, events, source)
         reader.start()
         started = time.monotonic()
         try:
@@ -250,7 +258,7 @@ class Listener:
                     "%s: CHECKPOINT %s CANNOT BE RESUMED (%s): flushing the cache and "
                     "starting from the current position",
                     self.name,
-                    position_text(checkpoint),
+                    position_text(checkpoint.position),
                     exc.args[-1],
                 )
                 self.leadership.clear_checkpoint()
@@ -265,17 +273,17 @@ class Listener:
             reader.stop()
 
     def _source_holds(
-        self, conn: pymysql.Connection, server: ServerInfo, checkpoint: dict[str, Any]
+        self, conn: pymysql.Connection, server: ServerInfo, checkpoint: Position
     ) -> bool:
         """Whether the source holds every transaction up to the checkpoint. After a failover
         the new primary may lack some (never replicated to it: lost) or have another history
         (errant transactions): the cache may then hold answers no longer true, so the safe
         side is a flush and a cold start at the source's own position."""
-        if not server.gtid_mode or not checkpoint.get("gtid"):
+        if not server.gtid_mode or not isinstance(checkpoint, GtidPosition) or not checkpoint.gtid:
             return True
         here = gtid_position(conn, server)
         try:
-            missing = lacking(str(checkpoint["gtid"]), here, is_mariadb=server.is_mariadb)
+            missing = lacking(checkpoint.gtid, here, is_mariadb=server.is_mariadb)
         except GtidFormatError as exc:
             missing = [f"the positions do not compare: {exc}"]
         if not missing:
@@ -287,7 +295,7 @@ class Listener:
             self.name,
             where,
             here or "-",
-            checkpoint["gtid"],
+            checkpoint.gtid,
             "; ".join(missing),
             extra={"position": position_text(checkpoint), "source": where},
         )
@@ -295,13 +303,13 @@ class Listener:
         self._cold_start_kind = FlushReason.SOURCE_LACKS_POSITION
         return False
 
-    def _ledger(self, term: str, start: dict[str, Any] | None, event_time: int) -> Ledger:
+    def _ledger(self, term: str, start: Position | None, event_time: int) -> Ledger:
         s = self.settings
         return Ledger(
             term, start, event_time, limit=s.max_in_flight, redeliver_after=s.redeliver_after_s
         )
 
-    def _cold_start(self, term: str, position: dict[str, Any], why: str) -> Ledger:
+    def _cold_start(self, term: str, position: Position, why: str) -> Ledger:
         """Flush every primer key, as batch 1 of the term. No checkpoint is written until
         that flush is done: a restart before then finds none and flushes again."""
         log.warning(
@@ -319,7 +327,7 @@ class Listener:
             flush=True,
             reason=f"cold start: {why}",
             upto=position_text(position),
-            gtid=str(position.get("gtid", "")),
+            gtid=gtid_of(position),
         )
         self.publisher.invalidate(ledger.publish(flush, time.monotonic()))
         metrics.FALLBACK_FLUSHES.labels(self._cold_start_kind).inc()
@@ -330,7 +338,7 @@ class Listener:
     def _consume(
         self,
         events: queue.Queue[Transaction | BaseException],
-        backlog_end: dict[str, Any],
+        backlog_end: Position,
         ledger: Ledger,
     ) -> None:
         s = self.settings
@@ -476,7 +484,7 @@ class _Tracker:
         self.polled_at = 0.0
         self.checked_at = 0.0  # when the holders' heartbeats were last looked at
         self.saved_at = 0.0
-        self.saved: dict[str, Any] | None = None
+        self.saved: Position | None = None
 
     def poll(self, now: float, *, waiting: bool = False) -> None:
         """`waiting`: a batch waits for room in the full ledger, so look at the batches'
@@ -529,8 +537,6 @@ class _Tracker:
             return  # nothing may be saved yet (cold-start flush not done), or nothing new
         if not force and now - self.saved_at < CHECKPOINT_EVERY:
             return
-        self.listener.leadership.save_checkpoint(
-            {**position, "event_time": event_time, "saved_at": time.time()}
-        )
+        self.listener.leadership.save_checkpoint(Checkpoint(position, event_time, time.time()))
         self.saved, self.saved_at = position, now
         metrics.FRESHNESS.checkpointed(event_time)

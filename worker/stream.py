@@ -35,11 +35,13 @@ from adapters.redis import undecodable
 from adapters.redis.connection import connect_redis
 from config import MySQLSettings, Settings
 from core.collation import Collations
+from core.position import Position
 from core.statements import BOUNDARIES, leading_keyword, opens_transaction
 from worker import metrics
-from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
+from worker.batcher import Transaction, TransactionBuilder
 from worker.rowdecode import RowDecoder, Undecodable
 from worker.server_check import ServerInfo, current_position
+from worker.stream_position import StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -54,51 +56,12 @@ class ReaderStopped(Exception):
     """Raised inside the reader thread when the library tries to reconnect after stop()."""
 
 
-class Position:
-    """Where the stream has got to, as a checkpoint: GTID state, or file+pos."""
-
-    def __init__(self, start: dict[str, Any], server: ServerInfo) -> None:
-        self.server = server
-        self.file = start.get("file")
-        self.pos = start.get("pos")
-        self.gtid_set = str(start.get("gtid", ""))
-        # MariaDB: domain id -> last complete GTID
-        self.domains = mariadb_gtids(self.gtid_set) if server.is_mariadb else {}
-        self.current: str | None = None
-
-    def begin(self, gtid: str) -> None:
-        self.current = gtid
-
-    def end(self, stream: BinLogStreamReader) -> dict[str, Any]:
-        """Record the end of the current transaction; return the checkpoint after it."""
-        if self.current is not None:
-            if self.server.is_mariadb:
-                self.domains[self.current.split("-", 1)[0]] = self.current
-                if len(self.domains) == 1:
-                    self.gtid_set = self.current
-                else:
-                    self.gtid_set = ",".join(self.domains[d] for d in sorted(self.domains, key=int))
-            else:
-                from pymysqlreplication.gtid import GtidSet
-
-                merged = GtidSet(self.gtid_set) + GtidSet(self.current)
-                self.gtid_set = str(merged)
-            self.current = None
-        self.file, self.pos = stream.log_file, stream.log_pos
-        return self.checkpoint()
-
-    def checkpoint(self) -> dict[str, Any]:
-        if self.server.gtid_mode:
-            return {"gtid": self.gtid_set}
-        return {"file": self.file, "pos": self.pos}
-
-
 class BinlogReader(threading.Thread):
     def __init__(
         self,
         settings: Settings,
         server: ServerInfo,
-        start: dict[str, Any],
+        start: Position,
         out: queue.Queue[Transaction | BaseException],
         source: MySQLSettings | None = None,
     ) -> None:
@@ -108,7 +71,7 @@ class BinlogReader(threading.Thread):
         self.settings = settings
         self.source = source or settings.mysql
         self.server = server
-        self.position = Position(start, server)
+        self.position = StreamPosition(start, server)
         self.out = out
         self.tables = {settings.chunks_table, settings.elements_table}
         self.txn = TransactionBuilder(
@@ -302,7 +265,7 @@ class BinlogReader(threading.Thread):
                 now = current_position(conn, self.server)
             finally:
                 conn.close()
-            self.position = Position(now, self.server)
+            self.position = StreamPosition(now, self.server)
             checkpoint = self.position.checkpoint()
         self.out.put(self.txn.end(checkpoint, self._timestamp))
         with contextlib.suppress(Exception):  # the old stream is broken either way
