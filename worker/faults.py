@@ -24,3 +24,7 @@ class ReaderError(Exception):
 def binlog_gone(exc: BaseException) -> bool:
     """Whether the server refused the stream's position (the checkpoint cannot be resumed)."""
     return isinstance(exc, pymysql.err.OperationalError) and exc.args[:1] == (BINLOG_GONE,)
+
+
+class ReaderStopped(Exception):
+    """Raised inside the reader thread when the library tries to reconnect after stop()."""
