@@ -1,2 +1,4 @@
-"""Adapters shared by the listener (worker/) and the tasks (tasks/): Redis and MySQL I/O that
-both sides speak. Imports run config <- core <- adapters <- worker, tasks, cli."""
+"""I/O that more than one entry point speaks, grouped by the service it talks to: redis/,
+mysql/ (the broker's lives with the Celery app in tasks/), observability/ (what a process shows
+its operators), and unreachable (a failure of any of them as one line). Imports run
+config <- core <- adapters <- worker, tasks <- cli, reference_server."""

@@ -37,7 +37,7 @@ from primer_cache_client import PrimerCache, PrimerQuery
 from primer_cache_client.functions import parse_answer
 from primer_cache_client.values import decode, encode
 
-from adapters import leases
+from adapters.redis import leases
 
 QUERY = PrimerQuery(include_categories=("security",), limit=20)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from adapters.redis_client import connect_redis
+from adapters.redis.connection import connect_redis
 from bench.bench_pipeline import measure_latency, pct, populate, sidecar_running
 from core.predicate import ChangeIndex, ElementImage
 from tasks.sweep import sweep

@@ -52,8 +52,8 @@ import aiohttp
 import pymysql
 import redis
 
-from adapters import leases
-from adapters.primer_query import fresh_response
+from adapters.mysql.primer_query import fresh_response
+from adapters.redis import leases
 from config import Settings
 from config.query import Query
 from core.response import comparable

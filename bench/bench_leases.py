@@ -33,7 +33,7 @@ from typing import Any
 
 import redis
 
-from adapters import leases
+from adapters.redis import leases
 from bench.bench_warming import (
     BURST_WRITES,
     BURSTS,

@@ -34,9 +34,9 @@ from tempfile import TemporaryDirectory
 import pymysql
 import redis
 
-from adapters.redis_client import connect_redis
-from adapters.replica_ack import ReplicaAck
-from adapters.sources import SourcePicker
+from adapters.mysql.sources import SourcePicker
+from adapters.redis.connection import connect_redis
+from adapters.redis.replica_ack import ReplicaAck
 from config.mysql import MySQLSettings
 from config.query import Query
 from tests.private_servers import (
@@ -108,7 +108,7 @@ class Ledger:
 
 class Writer(threading.Thread):
     """Commits one change a 1/rate seconds, each to its own chunk; reconnects to whichever
-    source is the primary (adapters.sources) when the database fails over."""
+    source is the primary (adapters.mysql.sources) when the database fails over."""
 
     def __init__(
         self,

@@ -1,7 +1,7 @@
 """`primer-cache ack-undecodable`: acknowledge the binlog events the listener could not read.
 
 The listener flushes the cache and steps past such an event, and keeps a record of them that
-makes `primer-cache status` unhealthy (adapters/undecodable.py): the cause (a column type
+makes `primer-cache status` unhealthy (adapters/redis/undecodable.py): the cause (a column type
 neither decoder reads) usually stays and flushes the cache on every write. Once the operator
 has dealt with it, this clears the record and `status` is healthy again.
 """
@@ -27,8 +27,8 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import redis
 
-    from adapters import undecodable
-    from adapters.redis_client import connect_redis
+    from adapters.redis import undecodable
+    from adapters.redis.connection import connect_redis
 
     settings = load_settings()
     try:

@@ -25,9 +25,9 @@ def register(commands: Any) -> None:
 def run_load(args: argparse.Namespace) -> int:
     import redis
 
-    from adapters.lease_library import FILL, LIBRARY_NAME, READ
-    from adapters.leases import LeaseLibraryError, load_library
-    from adapters.redis_client import RedisConnectError, connect_redis
+    from adapters.redis.connection import RedisConnectError, connect_redis
+    from adapters.redis.lease_library import FILL, LIBRARY_NAME, READ
+    from adapters.redis.leases import LeaseLibraryError, load_library
     from config.secrets import redact_url
 
     settings = load_settings()

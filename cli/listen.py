@@ -19,7 +19,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    from adapters.replicas import ReplicaError
+    from adapters.mysql.replicas import ReplicaError
     from worker.listener import Listener
     from worker.metrics import serve
     from worker.server_check import ServerSettingsError
@@ -45,7 +45,7 @@ def _load_lease_library(listener: Any) -> bool:
     worker does too); False, with the reason on stderr, on a Redis without functions."""
     import redis
 
-    from adapters.leases import LeaseLibraryError, load_library
+    from adapters.redis.leases import LeaseLibraryError, load_library
 
     try:
         load_library(listener.redis)

@@ -8,7 +8,8 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from adapters import logs, unreachable
+from adapters import unreachable
+from adapters.observability import logs
 from cli import ack, check, functions, invalidate, listen, partitions, status, warm
 from cli.errors import OperationError, UsageError
 from config import ConfigError, Settings, load_settings

@@ -4,14 +4,14 @@ partition headroom; exit status 1 when unhealthy, with every reason.
 Unhealthy means any of:
 - no listener holds the leader lock: the lock lapses `listener.leader_ttl_ms` after the
   leader's last renewal, so an absent lock is a leader gone for longer than the TTL;
-- the leader's lag (its heartbeat, adapters/heartbeat.py) is above `status.max_lag_s`, or it
+- the leader's lag (its heartbeat, adapters/redis/heartbeat.py) is above `status.max_lag_s`, or it
   has written no heartbeat for three lock TTLs (at least 10 s);
 - a configured warm key is missing from the cache (for WARM_GRACE_S: a re-warm follows
   each invalidation of one within milliseconds);
 - the managed analytics table has less than one month of partitions ahead of the current
   one (or they cannot be read);
 - the listener met binlog events it could not read (it flushed and stepped past each one:
-  adapters/undecodable.py) that no operator has acknowledged with
+  adapters/redis/undecodable.py) that no operator has acknowledged with
   `primer-cache ack-undecodable`;
 - a server cannot be reached (docs/failures.md).
 """
@@ -25,7 +25,8 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from adapters import heartbeat, unreachable
+from adapters import unreachable
+from adapters.redis import heartbeat
 from config import Settings, load_settings
 
 WARM_GRACE_S = 2.0  # how long a warm key may be absent (deleted, re-warm on its way)
@@ -85,8 +86,8 @@ def _unreachable(exc: Exception, settings: Settings) -> str:
 
 def _from_cache(settings: Settings) -> dict[str, Any]:
     """The parts of the status the cache Redis holds."""
-    from adapters import heartbeat, undecodable
-    from adapters.redis_client import connect_redis
+    from adapters.redis import heartbeat, undecodable
+    from adapters.redis.connection import connect_redis
     from core.keys import KeyFormat, checkpoint_key, leader_key
     from tasks.metrics import stats_key
 

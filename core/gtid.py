@@ -73,6 +73,15 @@ def mariadb_lacking(checkpoint: str, server_pos: str) -> list[str]:
     return lacking
 
 
+def mariadb_gtids(position: str) -> dict[str, str]:
+    """A MariaDB GTID position by domain, unparsed: '0-1-42,1-5-7' -> {'0': '0-1-42', '1':
+    '1-5-7'} (the listener's per-transaction bookkeeping: no validation, no int conversion)."""
+    return {
+        gtid.split("-", 1)[0]: gtid
+        for gtid in filter(None, (part.strip() for part in position.split(",")))
+    }
+
+
 # ---- MySQL GTID sets --------------------------------------------------------------------------
 
 Intervals = list[tuple[int, int]]  # sorted, disjoint, inclusive [first, last]

@@ -166,5 +166,5 @@ def checkpoint_key(state_prefix: str) -> str:
 
 
 def heartbeat_key(state_prefix: str) -> str:
-    """The leader's lag for `primer-cache status` (adapters.heartbeat)."""
+    """The leader's lag for `primer-cache status` (adapters.redis.heartbeat)."""
     return f"{state_prefix}{LISTENER_TAG}:heartbeat"

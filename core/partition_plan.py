@@ -15,6 +15,10 @@ Supported forms (anything else is refused with a PartitionError naming the table
 - RANGE (YEAR(c)*100+MONTH(c)) on DATETIME: bound = yyyymm of the next month, e.g. 202508
 - RANGE (UNIX_TIMESTAMP(c)) on TIMESTAMP: bound = UTC epoch seconds of the next month's first
 - RANGE COLUMNS(c) on DATE or DATETIME: bound = '2025-08-01' or '2025-08-01 00:00:00'
+
+One module, over 300 lines, because it is one model: the months, the forms' bounds, reading a
+table's partitioning and the plan all turn on the same Month and Form, and its users
+(tasks.partitions, the CLI's `partitions` and `status`) take them together.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Which cached keys a change affects (DESIGN §2), exactly.
+"""Which cached keys a change affects, exactly: the primer query's filter, applied to the
+changed element's images instead of the table.
 
 A key is affected when the before or the after image of a changed element would appear
 among the key's filter matches: realm GLOBAL, category in the key's list (any when the

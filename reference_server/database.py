@@ -1,5 +1,5 @@
 """The primer query against MySQL from asyncio: PyMySQL on a small thread pool, one connection
-per pool thread. The rows and the response are the sidecar's own (adapters.primer_query,
+per pool thread. The rows and the response are the sidecar's own (adapters.mysql.primer_query,
 core.response), so a server fill and a sidecar warm store equal values."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 
 import pymysql
 
-from adapters.primer_query import fetch_rows
+from adapters.mysql.primer_query import fetch_rows
 from config import Settings
 from config.query import Query
 from core.response import build_response

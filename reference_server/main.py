@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
-from adapters import logs
+from adapters.observability import logs
 from config import ConfigError, load_settings
 from reference_server.app import PrimerServer, build_app
 from reference_server.caches import CACHE_MODES, make_cache

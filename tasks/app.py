@@ -180,7 +180,7 @@ def _warn_if_broker_evicts(**_: object) -> None:
 @after_setup_task_logger.connect
 def _log_format(logger: logging.Logger, **_: object) -> None:
     # PRIMER_LOG_FORMAT=json: the worker's and beat's lines as JSON objects too.
-    from adapters import logs
+    from adapters.observability import logs
 
     logs.reformat(logger)
 
@@ -191,8 +191,8 @@ def _load_lease_library(**_: object) -> None:
     refuse to start on a Redis without functions."""
     import redis
 
-    from adapters.leases import LeaseLibraryError, load_library
-    from adapters.redis_client import RedisConnectError, connect_redis
+    from adapters.redis.connection import RedisConnectError, connect_redis
+    from adapters.redis.leases import LeaseLibraryError, load_library
 
     try:
         load_library(connect_redis(settings.redis_url, socket_connect_timeout=5))
@@ -226,7 +226,7 @@ def _start_heartbeat(**_: object) -> None:
 @task_received.connect
 def _hold_batch(request: Any = None, **_: object) -> None:
     """The main process received a listener batch: record it as this worker's, so that the
-    listener publishes it again as soon as this worker is dead (adapters.liveness)."""
+    listener publishes it again as soon as this worker is dead (adapters.redis.liveness)."""
     if request is None or request.task_name not in (INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK):
         return
     from tasks.liveness import worker_beat

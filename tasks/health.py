@@ -7,8 +7,8 @@ import logging
 import pymysql
 import redis
 
-from adapters.redis_client import RedisConnectError, connect_redis
-from adapters.replicas import ReplicaError, check_replicas
+from adapters.mysql.replicas import ReplicaError, check_replicas
+from adapters.redis.connection import RedisConnectError, connect_redis
 from config import Settings
 from config.secrets import redact_url
 

@@ -1,5 +1,5 @@
 """The invalidate task: one SCAN sweep per batch, deleting exactly the affected keys; and the
-task's side of the completion protocol (adapters.completion).
+task's side of the completion protocol (adapters.redis.completion).
 
 A listener batch is done once every pass has run: with `cache.second_pass_ms` > 0 the first
 pass queues the delayed second pass and reports progress, and the second pass reports done;
@@ -28,8 +28,8 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
-from adapters import stats
-from adapters.completion import Completion
+from adapters.redis import stats
+from adapters.redis.completion import Completion
 from core.batch import Batch
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
@@ -209,7 +209,7 @@ _INVALIDATE_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, Comm
 
 def report_done(rt: Runtime, completion: Completion, batch: Batch) -> None:
     """Report the batch done, once the cache Redis's replicas have its deletes
-    (cache.wait_replicas; adapters.replica_ack): the listener may then checkpoint past it,
+    (cache.wait_replicas; adapters.redis.replica_ack): the listener may then checkpoint past it,
     and a failover of the cache Redis must not undo it."""
     short = rt.replica_ack.confirm()
     if short:
@@ -325,7 +325,7 @@ def _identity(payload: Any) -> Batch:
 
 
 def _fields(batch: Batch, result: SweepResult) -> dict[str, Any]:
-    """The fields a JSON log line of a sweep carries (adapters.logs)."""
+    """The fields a JSON log line of a sweep carries (adapters.observability.logs)."""
     return {
         "term": batch.term,
         "seq": batch.seq,

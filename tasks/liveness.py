@@ -1,4 +1,4 @@
-"""The worker's side of worker liveness (adapters.liveness): a thread of the main process that
+"""The worker's side of worker liveness (adapters.redis.liveness): a thread of the main process that
 writes its heartbeat every BEAT_EVERY_S and, as soon as the main process receives a listener
 batch from the broker, records the process as the batch's holder.
 
@@ -18,9 +18,9 @@ from typing import Any
 
 import redis
 
-from adapters import liveness
-from adapters.completion import Completion
-from adapters.redis_client import RedisConnectError, connect_redis
+from adapters.redis import liveness
+from adapters.redis.completion import Completion
+from adapters.redis.connection import RedisConnectError, connect_redis
 from config import Settings
 from core.batch import Batch
 

@@ -22,8 +22,8 @@ import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.metrics_core import Metric
 
-from adapters import metrics_http
-from adapters.stats import stats_key as stats_key  # status reads the hash here
+from adapters.observability import metrics_http
+from adapters.redis.stats import stats_key as stats_key  # status reads the hash here
 from tasks.multiprocess import ENV as MULTIPROC_ENV
 from tasks.sweep import SweepResult
 

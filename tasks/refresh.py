@@ -6,9 +6,9 @@ budget, go to the `refresh` task. It groups them by filter (keys that differ onl
 limit share one), runs one SELECT per group with the largest limit, and writes each key's
 response through the lease guard (a lease taken before the SELECT, the value written by
 primer_cache_fill), so a refresh that read before a later commit is refused like any fill.
-The sweep already took a lease on each hot key it deleted (adapters.unlink.HOLD_MS), so readers
-wait (`busy`) for the refresh rather than each missing; the hot keys beyond the budget are
-released at once.
+The sweep already took a lease on each hot key it deleted (adapters.redis.unlink.HOLD_MS), so
+readers wait (`busy`) for the refresh rather than each missing; the hot keys beyond the budget
+are released at once.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
-from adapters import leases
-from adapters.unlink import Heat, heat_of, lfu_policy
+from adapters.redis import leases
+from adapters.redis.unlink import Heat, heat_of, lfu_policy
 from config.query import Query
 from core.response import build_response, encode
 from tasks import metrics

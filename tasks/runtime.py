@@ -12,10 +12,10 @@ from typing import Any
 import pymysql
 import redis
 
-from adapters.redis_client import connect_redis
-from adapters.replica_ack import ReplicaAck
-from adapters.replicas import ReplicaWaiter
-from adapters.sources import SourcePicker
+from adapters.mysql.replicas import ReplicaWaiter
+from adapters.mysql.sources import SourcePicker
+from adapters.redis.connection import connect_redis
+from adapters.redis.replica_ack import ReplicaAck
 from config import Settings
 from core.keys import KeyFormat
 
@@ -87,7 +87,7 @@ class Runtime:
 
 
 def connect_mysql(settings: Settings, **extra: Any) -> pymysql.Connection:
-    """The primary among the configured sources (adapters.sources): after a failover, the
+    """The primary among the configured sources (adapters.mysql.sources): after a failover, the
     replica promoted in its place."""
     return SourcePicker(settings.sources).connect(
         read_timeout=60, write_timeout=60, charset="utf8mb4", **extra

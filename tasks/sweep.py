@@ -22,7 +22,7 @@ slot whose primary changed while the sweep ran, is scanned again in full from th
 owns it now (a full re-scan is correct, only slower).
 
 A fill that lands while the sweep runs, after SCAN passed its key, is caught by the marker
-it leaves: its lease hash, kept for FILLED_GRACE_MS (adapters.lease_library). That marker is
+it leaves: its lease hash, kept for FILLED_GRACE_MS (adapters.redis.lease_library). That marker is
 a key Redis may evict (under volatile-ttl it is the first victim) or let expire (a sweep
 longer than its lifetime), and a sweep that misses it leaves the fill, stale, in place
 (issue 22, item 4). So the sweep does not trust the marker when it may have gone: when any
@@ -45,9 +45,9 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from adapters.lease_library import FILLED_GRACE_MS
-from adapters.redis_client import is_cluster
-from adapters.unlink import UNLINK_BATCH, Heat, unlink_with_leases
+from adapters.redis.connection import is_cluster
+from adapters.redis.lease_library import FILLED_GRACE_MS
+from adapters.redis.unlink import UNLINK_BATCH, Heat, unlink_with_leases
 from core.keys import KeyFilter, KeyFormat
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 The stale-set race: a warm SELECTs before a commit and writes after that commit's
 invalidation deleted the key, so the old answer would live until its TTL. The guard is the
-primer server's own (adapters.leases): a warm takes a lease on its key before its SELECT
+primer server's own (adapters.redis.leases): a warm takes a lease on its key before its SELECT
 (primer_cache_warm_lease, granted even when the key is present) and writes through
 primer_cache_fill, which refuses once an invalidation that affects the key has revoked the
 lease; the warm then aborts and runs again. One mechanism for every writer of the cache.
@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
-from adapters import leases
+from adapters.redis import leases
 from config import Settings
 from config.query import Query
 from core.keys import KeyFilter, tagged

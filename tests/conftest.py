@@ -93,7 +93,7 @@ def redis_client(services: dict[str, str]) -> redis.Redis:
 @pytest.fixture(scope="session")
 def cluster_client(services: dict[str, str]) -> redis.Redis:
     """The private 3-primary, 3-replica Redis Cluster (through the sidecar's own factory)."""
-    from adapters.redis_client import connect_redis, is_cluster
+    from adapters.redis.connection import connect_redis, is_cluster
 
     url = services.get("PRIMER_REDIS_CLUSTER_URL")
     if not url:

@@ -18,11 +18,12 @@ import pymysql
 import redis
 from pymysql.cursors import DictCursor
 
-from adapters.redis_client import is_cluster
+from adapters.redis.connection import is_cluster
 from config import Settings, load_settings
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, checkpoint_key
+from core.position import Checkpoint, GtidPosition, Position, position_reached
 from core.predicate import ElementImage
 from tests.services import (
     VENV_BIN,
@@ -36,7 +37,6 @@ from tests.services import (
     unique,
     wait_for,
 )
-from worker.batcher import position_reached
 
 _sync_ids = itertools.count(1)
 S = TypeVar("S", bound="Sidecar")
@@ -265,6 +265,11 @@ class Sidecar:
         raw = self.redis.get(checkpoint_key(self.state_prefix))
         return json.loads(raw) if raw else None
 
+    def checkpoint_position(self) -> Position | None:
+        """The stored checkpoint's position (None: no checkpoint)."""
+        stored = self.checkpoint()
+        return Checkpoint.from_json(stored).position if stored else None
+
     def checkpointed(self, timeout: float = 30.0) -> None:
         """Wait until the listener's checkpoint covers every commit made so far (a restart
         then replays nothing); call after sync(), which makes the work done."""
@@ -272,7 +277,7 @@ class Sidecar:
             cur.execute("SELECT @@gtid_binlog_pos")
             (target,) = cur.fetchone()
         wait_for(
-            lambda: position_reached(self.checkpoint(), {"gtid": target}),
+            lambda: position_reached(self.checkpoint_position(), GtidPosition(target)),
             timeout=timeout,
             what=f"the checkpoint to reach GTID {target}",
         )

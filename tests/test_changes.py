@@ -17,8 +17,9 @@ from core.changes import (
     row_change,
     visible_change,
 )
+from core.position import FilePosition, GtidPosition, position_reached
 from core.predicate import ElementImage
-from worker.batcher import BatchBuilder, TransactionBuilder, position_reached
+from worker.batcher import BatchBuilder, TransactionBuilder
 
 IGNORED = {"access_count", "last_accessed", "updated_at"}
 
@@ -135,14 +136,14 @@ def test_batches_are_cut_at_transaction_ends() -> None:
     txn, batch_builder = builders()
     txn.row("megamind_chunks", None, chunk())
     assert not batch_builder.complete
-    batch_builder.add(txn.end({"gtid": "0-1-5"}, 100))
+    batch_builder.add(txn.end(GtidPosition("0-1-5"), 100))
     txn.row("megamind_chunks", None, chunk(element_category="process"))  # still open
     batch, position, event_time = batch_builder.take()
-    assert position == {"gtid": "0-1-5"} and event_time == 100
+    assert position == GtidPosition("0-1-5") and event_time == 100
     assert batch.images == frozenset({SEC}) and batch.transactions == 1
-    batch_builder.add(txn.end({"gtid": "0-1-6"}, 101))
+    batch_builder.add(txn.end(GtidPosition("0-1-6"), 101))
     batch, position, _ = batch_builder.take()
-    assert position == {"gtid": "0-1-6"}
+    assert position == GtidPosition("0-1-6")
     assert batch.images == frozenset({ElementImage("process", Decimal("0.90"), "required")})
 
 
@@ -151,10 +152,10 @@ def test_transactions_coalesce_into_one_batch() -> None:
     for n, category in enumerate(["security", "process", "security"]):
         txn.row("megamind_chunks", chunk(access_count=1), chunk(access_count=2))  # no-op
         txn.row("megamind_chunks", None, chunk(element_category=category))
-        batch_builder.add(txn.end({"gtid": f"0-1-{n}"}, n))
+        batch_builder.add(txn.end(GtidPosition(f"0-1-{n}"), n))
     assert batch_builder.rows == 6 and batch_builder.has_work
     batch, position, _ = batch_builder.take()
-    assert batch.transactions == 3 and position == {"gtid": "0-1-2"}
+    assert batch.transactions == 3 and position == GtidPosition("0-1-2")
     assert {image.category for image in batch.images} == {"security", "process"}
     assert not batch_builder.complete
 
@@ -162,7 +163,7 @@ def test_transactions_coalesce_into_one_batch() -> None:
 def test_no_op_transactions_have_no_work() -> None:
     txn, batch_builder = builders()
     txn.row("megamind_chunks", chunk(access_count=1), chunk(access_count=2))
-    batch_builder.add(txn.end({"gtid": "0-1-9"}, 1))
+    batch_builder.add(txn.end(GtidPosition("0-1-9"), 1))
     assert batch_builder.complete and not batch_builder.has_work
     assert not batch_builder.take()[0]
 
@@ -170,7 +171,7 @@ def test_no_op_transactions_have_no_work() -> None:
 def test_odd_row_flushes_its_batch() -> None:
     txn, batch_builder = builders()
     txn.row("megamind_chunks", None, chunk(priority_score="high"))
-    batch_builder.add(txn.end({"gtid": "0-1-7"}, 1))
+    batch_builder.add(txn.end(GtidPosition("0-1-7"), 1))
     batch, _, _ = batch_builder.take()
     assert batch.flush and "priority_score" in batch.reason
 
@@ -178,24 +179,20 @@ def test_odd_row_flushes_its_batch() -> None:
 def test_ddl_flushes_its_batch() -> None:
     txn, batch_builder = builders()
     txn.ddl("megamind", "TRUNCATE TABLE megamind_chunks")
-    batch_builder.add(txn.end({"gtid": "0-1-8"}, 1))
+    batch_builder.add(txn.end(GtidPosition("0-1-8"), 1))
     batch, _, _ = batch_builder.take()
     assert batch.flush and "TRUNCATE" in batch.reason
 
 
 def test_position_reached() -> None:
-    assert not position_reached(None, {"gtid": "0-1-5"})
-    assert position_reached({"gtid": "0-1-5"}, {"gtid": "0-1-5"})
-    assert not position_reached({"gtid": "0-1-4"}, {"gtid": "0-1-5"})
-    assert position_reached({"gtid": "0-1-9,1-2-3"}, {"gtid": "0-1-5,1-2-3"})
-    assert not position_reached({"gtid": "0-1-9"}, {"gtid": "0-1-5,1-2-3"})
-    assert position_reached({"gtid": "0-1-9"}, {"gtid": ""})
-    assert position_reached(
-        {"file": "binlog.000002", "pos": 4}, {"file": "binlog.000001", "pos": 99}
-    )
-    assert not position_reached(
-        {"file": "binlog.000001", "pos": 4}, {"file": "binlog.000001", "pos": 99}
-    )
+    assert not position_reached(None, GtidPosition("0-1-5"))
+    assert position_reached(GtidPosition("0-1-5"), GtidPosition("0-1-5"))
+    assert not position_reached(GtidPosition("0-1-4"), GtidPosition("0-1-5"))
+    assert position_reached(GtidPosition("0-1-9,1-2-3"), GtidPosition("0-1-5,1-2-3"))
+    assert not position_reached(GtidPosition("0-1-9"), GtidPosition("0-1-5,1-2-3"))
+    assert position_reached(GtidPosition("0-1-9"), GtidPosition(""))
+    assert position_reached(FilePosition("binlog.000002", 4), FilePosition("binlog.000001", 99))
+    assert not position_reached(FilePosition("binlog.000001", 4), FilePosition("binlog.000001", 99))
 
 
 @given(

@@ -12,7 +12,7 @@ from primer_cache_client import AsyncPrimerCache, PrimerCache, PrimerQuery
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters import leases
+from adapters.redis import leases
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 
 QUERY = PrimerQuery(include_categories=("development",), priority_threshold=0.8)

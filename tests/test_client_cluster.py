@@ -11,7 +11,7 @@ import redis
 from primer_cache_client import PrimerCache, PrimerQuery
 from redis.cluster import RedisCluster
 
-from adapters import leases
+from adapters.redis import leases
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 from tests.services import wait_for
 from tests.test_client_redis_limits import ACL_RULES

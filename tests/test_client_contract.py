@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from primer_cache_client import PrimerCache, PrimerQuery
 from primer_cache_client.query import FIELDS
 
-import adapters.lease_library
+import adapters.redis.lease_library
 import config.settings
 import core.keys
 import core.response
@@ -55,9 +55,9 @@ def test_the_sidecar_builds_keys_and_values_with_the_clients_code() -> None:
         assert getattr(core.keys.KeyFormat, method) is getattr(client_keys.KeyFormat, method)
     assert core.response.encode is client_values.encode
     assert core.response.decode is client_values.decode
-    assert adapters.lease_library.LIBRARY is client_functions.LIBRARY
-    assert adapters.lease_library.READ == client_functions.READ
-    assert adapters.lease_library.Answer is client_functions.Answer
+    assert adapters.redis.lease_library.LIBRARY is client_functions.LIBRARY
+    assert adapters.redis.lease_library.READ == client_functions.READ
+    assert adapters.redis.lease_library.Answer is client_functions.Answer
     assert config.settings.LEASE_PREFIX is client_keys.LEASE_PREFIX
     assert config.settings.DEFAULT_KEY_TEMPLATE is client_keys.DEFAULT_KEY_TEMPLATE
     assert config.settings.DEFAULT_KEY_PREFIX is client_keys.DEFAULT_KEY_PREFIX

@@ -14,7 +14,7 @@ import redis
 from primer_cache_client import PrimerCache, PrimerQuery
 from primer_cache_client.functions import Answer
 
-from adapters import leases
+from adapters.redis import leases
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 from tests.private_servers import PrivateRedis
 from tests.services import wait_for

@@ -18,7 +18,7 @@ import pytest
 import redis
 from primer_cache_client import AsyncPrimerCache, PrimerCache, PrimerQuery
 
-from adapters import leases
+from adapters.redis import leases
 from tests.client_fixtures import Database, cleaned, fresh_prefix, version_of
 from tests.private_servers import PrivateRedis
 from tests.services import free_port, wait_for

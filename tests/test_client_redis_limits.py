@@ -11,7 +11,7 @@ import redis
 from primer_cache_client import PrimerCache, PrimerQuery
 from primer_cache_client.keys import lease_key
 
-from adapters import leases
+from adapters.redis import leases
 from tests.client_fixtures import Database, version_of
 from tests.private_servers import PrivateRedis
 

@@ -14,8 +14,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from adapters.redis_client import connect_redis
-from adapters.unlink import UNLINK_BATCH, unlink_groups
+from adapters.redis.connection import connect_redis
+from adapters.redis.unlink import UNLINK_BATCH, unlink_groups
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, checkpoint_key, leader_key

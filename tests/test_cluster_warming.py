@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from adapters.redis_client import is_cluster
+from adapters.redis.connection import is_cluster
 from config.query import SEED_WARM_PATTERNS
 from tests.services import wait_for
 from tests.test_warming import (  # collected here again, with this module's fixtures

@@ -1,4 +1,4 @@
-"""The completion protocol: the tasks' reports in Redis (adapters.completion) and the
+"""The completion protocol: the tasks' reports in Redis (adapters.redis.completion) and the
 leader's ledger (worker.ledger: pure, so tested exhaustively with hypothesis)."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.completion import STATE_TTL_S, BatchState, Completion, completion_key
+from adapters.redis.completion import STATE_TTL_S, BatchState, Completion, completion_key
 from core.batch import Batch
+from core.position import FilePosition
 from tests.services import delete_prefix, unique
 from worker.ledger import Ledger
 
@@ -84,8 +85,8 @@ def test_batches_outside_the_protocol_write_nothing(redis_client: redis.Redis) -
 # ---- the ledger ---------------------------------------------------------------------------------
 
 
-def at(n: int) -> dict[str, int]:
-    return {"pos": n}
+def at(n: int) -> FilePosition:
+    return FilePosition("binlog.000001", n)
 
 
 def test_checkpoint_waits_for_the_oldest_batch_not_done() -> None:
@@ -177,4 +178,4 @@ def test_ledger_never_checkpoints_past_work_not_done(
         assert ledger.full == (0 < limit <= len(pending))
         position, _ = ledger.checkpoint()
         assert position is not None
-        assert position["pos"] == (min(s for s, _ in pending.values()) if pending else read)
+        assert position == at(min(s for s, _ in pending.values()) if pending else read)

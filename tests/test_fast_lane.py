@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kombu import Connection
 
-from adapters.leases import load_library
-from adapters.unlink import Heat, unlink_with_leases
+from adapters.redis.leases import load_library
+from adapters.redis.unlink import Heat, unlink_with_leases
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, leader_key, lease_key

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
-from adapters import leases
+from adapters.redis import leases
 from config.query import Query
 from core.batch import Batch
 from core.predicate import ElementImage

@@ -12,6 +12,7 @@ import pymysql
 import redis
 
 from config.query import Query
+from core.position import Checkpoint, GtidPosition
 from tests.services import connect, delete_prefix, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from worker.leader import Leadership, LeadershipLost
@@ -23,16 +24,16 @@ def test_checkpoint_is_fenced_by_the_leader_lock(redis_client: redis.Redis) -> N
         first = Leadership(redis_client, prefix, ttl_ms=5000)
         second = Leadership(redis_client, prefix, ttl_ms=5000)
         assert first.try_acquire() and not second.try_acquire()
-        first.save_checkpoint({"gtid": "0-1-5"})
+        first.save_checkpoint(Checkpoint(GtidPosition("0-1-5")))
         redis_client.delete(first.lock_key)  # the lock expired...
         assert second.try_acquire()  # ...and another replica took over
         try:
-            first.save_checkpoint({"gtid": "0-1-9"})
+            first.save_checkpoint(Checkpoint(GtidPosition("0-1-9")))
         except LeadershipLost:
             pass
         else:
             raise AssertionError("a replica without the lock wrote a checkpoint")
-        assert second.load_checkpoint() == {"gtid": "0-1-5"}
+        assert second.load_checkpoint() == Checkpoint(GtidPosition("0-1-5"))
         second.renew()
         second.release()
         assert second.holder() is None
@@ -59,7 +60,7 @@ def test_the_holder_keeps_its_lock_and_a_deposed_one_cannot_take_it_back(
         assert not first.try_acquire()  # the deposed one cannot take it back
         assert second.holder() == second.token
         try:
-            first.save_checkpoint({"gtid": "0-1-9"})
+            first.save_checkpoint(Checkpoint(GtidPosition("0-1-9")))
         except LeadershipLost:
             pass
         else:

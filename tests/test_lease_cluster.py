@@ -10,9 +10,9 @@ import redis
 from redis.cluster import RedisCluster
 
 import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
-from adapters import leases
-from adapters.lease_library import LIBRARY_NAME
-from adapters.unlink import Heat
+from adapters.redis import leases
+from adapters.redis.lease_library import LIBRARY_NAME
+from adapters.redis.unlink import Heat
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key

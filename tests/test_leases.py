@@ -18,9 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
-from adapters import leases
-from adapters.lease_library import FILLED_GRACE_MS, LIBRARY_NAME
-from adapters.unlink import Heat
+from adapters.redis import leases
+from adapters.redis.lease_library import FILLED_GRACE_MS, LIBRARY_NAME
+from adapters.redis.unlink import Heat
 from config.query import Query
 from core.batch import Batch
 from core.keys import lease_key

@@ -13,7 +13,7 @@ import pymysql
 import pytest
 import redis
 
-from adapters.redis_client import connect_redis
+from adapters.redis.connection import connect_redis
 from config import ConfigError, load_settings
 from config.query import SEED_WARM_PATTERNS, Query
 from tests.services import ROOT, cli, unique, wait_for

@@ -11,7 +11,7 @@ from typing import Any
 
 import redis
 
-from adapters.logs import JsonFormatter
+from adapters.observability.logs import JsonFormatter
 from config.query import Query
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated

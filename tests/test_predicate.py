@@ -1,4 +1,5 @@
-"""The affected-key predicate against a brute-force model of the primer query (DESIGN §2)."""
+"""The affected-key predicate against a brute-force model of the primer query (its WHERE: realm
+GLOBAL, category listed, priority at least the threshold, level equal)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ KEYS = KeyFormat(DEFAULT_KEY_PREFIX, DEFAULT_KEY_TEMPLATE)
 
 
 def in_result(image: ElementImage, query: Query) -> bool:
-    """Could the element appear in the query's answer? Written from DESIGN §1-2 directly."""
+    """Could the element appear in the query's answer? Written from the primer query's filter
+    directly (sort and limit aside: a change moves an element in or out of the top N only if it
+    matches), not from core.predicate."""
     if query.categories and image.category not in query.categories:
         return False
     if query.enforcement_level != "all" and image.level != query.enforcement_level:

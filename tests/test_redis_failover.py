@@ -6,7 +6,7 @@ the sidecar's cache URL is redis+sentinel://. The replication stream is held bac
 frozen between primary and replica) while changes are invalidated, so the deletes reach the
 primary but not the replica; the listener is frozen across the failover and keeps its lock,
 so it does not reload an older checkpoint from the new primary (which would replay the
-batches). Only `WAIT` (adapters.replica_ack) then keeps those batches from being done, and
+batches). Only `WAIT` (adapters.redis.replica_ack) then keeps those batches from being done, and
 their retries delete the keys again on the promoted replica.
 """
 
@@ -22,12 +22,12 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from adapters.redis_client import connect_redis
+from adapters.redis.connection import connect_redis
+from core.position import GtidPosition, position_reached
 from tests.private_servers import SentinelGroup
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.workload import Workload
-from worker.batcher import position_reached
 
 CATCH_UP_TIMEOUT = 90.0
 
@@ -86,12 +86,12 @@ def test_a_delete_just_before_a_sentinel_failover_is_not_undone(
                 )
                 # The listener has seen the batches done (its checkpoint passed them: what
                 # happens without WAIT), or the worker is holding them back for the replica.
-                target = {"gtid": gtid_now(car)}
+                target = GtidPosition(gtid_now(car))
                 worker = car.worker
                 assert worker is not None
                 wait_for(
                     lambda: (
-                        position_reached(car.checkpoint(), target)
+                        position_reached(car.checkpoint_position(), target)
                         or "ReplicasBehind" in worker.output()
                     ),
                     timeout=CATCH_UP_TIMEOUT,

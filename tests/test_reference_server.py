@@ -14,8 +14,8 @@ import pymysql
 import pytest
 import redis
 
-from adapters import leases
-from adapters.primer_query import fresh_response
+from adapters.mysql.primer_query import fresh_response
+from adapters.redis import leases
 from config import load_settings
 from config.query import Query
 from core.response import comparable, decode

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
-from adapters.unlink import Heat
+from adapters.redis.unlink import Heat
 from tasks.refresh import hottest
 from tasks.sweep import SweepResult
 

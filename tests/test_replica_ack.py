@@ -1,4 +1,4 @@
-"""adapters.replica_ack: a batch is done only once a replica has its deletes (WAIT), on a
+"""adapters.redis.replica_ack: a batch is done only once a replica has its deletes (WAIT), on a
 primary with a replica, on each primary of a cluster; a missing replica degrades, a late
 one holds the batch back."""
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from adapters.replica_ack import ReplicaAck, ReplicasBehind
+from adapters.redis.replica_ack import ReplicaAck, ReplicasBehind
 from tests.private_servers import PrivateRedis, ReplicationRelay
 from tests.services import delete_prefix, unique, wait_for
 

@@ -11,6 +11,7 @@ from typing import Any
 import pymysql
 
 from config import load_settings
+from core.position import GtidPosition
 from tests.services import child_env, service_env
 from worker import metrics
 from worker.batcher import Transaction
@@ -40,7 +41,8 @@ def test_reader_hands_over_one_item_per_transaction(database: str, db: pymysql.C
         assert isinstance(txn, Transaction), txn
         assert txn.rows == 2
         assert {image.category for image in txn.images} == {"security", "process"}
-        assert txn.position["gtid"].startswith("0-1-")
+        assert isinstance(txn.position, GtidPosition)
+        assert txn.position.gtid.startswith("0-1-")
     finally:
         reader.stop()
         reader.join(10)

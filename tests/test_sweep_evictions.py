@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
-from adapters.lease_library import FILL, READ
-from adapters.leases import load_library
+from adapters.redis.lease_library import FILL, READ
+from adapters.redis.leases import load_library
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFilter, KeyFormat, lease_key

@@ -16,6 +16,7 @@ import redis
 
 from config import Settings
 from config.query import Query
+from core.position import Checkpoint, GtidPosition
 from tests.services import delete_prefix, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from worker import leader
@@ -53,7 +54,7 @@ def test_the_renewer_holds_a_short_lock_while_the_loop_lives(
             first.check()
             assert not second.try_acquire()
             time.sleep(0.05)  # the loop's pace, not a wait for a condition
-        first.save_checkpoint({"gtid": "0-1-5"})
+        first.save_checkpoint(Checkpoint(GtidPosition("0-1-5")))
     finally:
         first.stop_renewing()
     wait_for(second.try_acquire, timeout=5, what="the lock to run out once not renewed")
@@ -74,7 +75,7 @@ def test_a_stalled_loop_lets_the_lock_go(
     finally:
         first.stop_renewing()
     with pytest.raises(LeadershipLost):
-        first.save_checkpoint({"gtid": "0-1-9"})  # fenced
+        first.save_checkpoint(Checkpoint(GtidPosition("0-1-9")))  # fenced
 
 
 def test_a_lock_taken_over_is_reported_to_the_loop(redis_client: redis.Redis, prefix: str) -> None:

@@ -1,5 +1,5 @@
 """A dead worker is noticed in about a second, on both brokers: the batch it held is published
-again as soon as its heartbeat is gone (adapters.liveness), not after
+again as soon as its heartbeat is gone (adapters.redis.liveness), not after
 `listener.redeliver_after_s`, which these tests set far beyond their deadline."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.completion import BatchState
+from adapters.redis.completion import BatchState
 from config.query import Query
 from core.batch import Batch
+from core.position import GtidPosition
 from tests.services import Process, wait_for
 from tests.sidecar import Sidecar, isolated
 from worker.ledger import Ledger
@@ -100,7 +101,7 @@ def test_a_batch_whose_worker_died_is_published_again_within_seconds(
 
 
 def test_a_batch_is_published_again_once_per_dead_holder() -> None:
-    ledger = Ledger("t.1", {"gtid": "0-1-1"}, 0, limit=0, redeliver_after=60)
+    ledger = Ledger("t.1", GtidPosition("0-1-1"), 0, limit=0, redeliver_after=60)
     one = ledger.publish(Batch(upto="a"), now=0)
     two = ledger.publish(Batch(upto="b"), now=0)
     three = ledger.publish(Batch(upto="c"), now=0)
@@ -143,7 +144,7 @@ def test_orphans_against_a_model(steps: list[tuple[str, int]]) -> None:
     """A batch is published again exactly when the last worker that received it is dead and
     it was not already published again for that worker; never for a live one, never once
     done."""
-    ledger = Ledger("t", {"gtid": "0-1-1"}, 0, limit=0, redeliver_after=1e9)
+    ledger = Ledger("t", GtidPosition("0-1-1"), 0, limit=0, redeliver_after=1e9)
     holder: dict[int, str] = {}  # not-done seq -> its last holder
     answered: dict[int, str] = {}  # seq -> the dead holder it was published again for
     dead: set[str] = set()

@@ -9,11 +9,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from collections.abc import Set as AbstractSet
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 from core.batch import Batch
 from core.changes import CHUNKS, ELEMENTS, OddRowError, Row, row_change
 from core.collation import DEFAULT, Collations
+from core.flush_reason import FlushReason
+from core.position import Position, gtid_of, position_text
 from core.predicate import ElementImage
 from worker import metrics
 
@@ -28,7 +30,7 @@ class Transaction(NamedTuple):
     refs: AbstractSet[str]
     chunk_ids: AbstractSet[str]  # chunk rows whose change it carries (tasks/visibility.py)
     flush_reason: str
-    position: dict[str, Any]
+    position: Position
     event_time: int
     rows: int
     collations: Collations = DEFAULT  # how its images' texts compare
@@ -71,7 +73,7 @@ class TransactionBuilder:
             )
         except OddRowError as exc:
             self.counts.add(table, metrics.operation(before, after), True)
-            metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_ODD_ROW).inc()
+            metrics.FALLBACK_FLUSHES.labels(FlushReason.ODD_ROW).inc()
             # Nothing lost: a row we cannot read flushes the whole cache (safe side).
             log.error(
                 "odd row in %s (%s): flushing every primer key; row %r -> %r",
@@ -90,16 +92,16 @@ class TransactionBuilder:
 
     def ddl(self, schema: str, query: str) -> None:
         log.warning("DDL on a watched table (%s): %s", schema, query[:200])
-        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_DDL).inc()
+        metrics.FALLBACK_FLUSHES.labels(FlushReason.DDL).inc()
         self._flush = f"DDL: {query[:120]}"
 
     def undecodable(self, where: str, error: str) -> None:
         """The transaction holds an event neither decoder reads: flush (worker.stream logs
         it, records it for `status` and steps past it)."""
-        metrics.FALLBACK_FLUSHES.labels(metrics.FLUSH_UNDECODABLE).inc()
+        metrics.FALLBACK_FLUSHES.labels(FlushReason.UNDECODABLE_EVENT).inc()
         self._flush = f"undecodable event at {where}: {error[:120]}"
 
-    def end(self, position: dict[str, Any], event_time: int) -> Transaction:
+    def end(self, position: Position, event_time: int) -> Transaction:
         # The sets are handed over, not copied: _reset makes new ones.
         txn = Transaction(
             self._images,
@@ -129,7 +131,7 @@ class BatchBuilder:
         self.flush_reason = ""
         self.transactions = 0
         self.rows = 0
-        self.position: dict[str, Any] | None = None
+        self.position: Position | None = None
         self._collations: Collations | None = None
         self.first_event_time = 0
         self.event_time = 0
@@ -164,7 +166,7 @@ class BatchBuilder:
             self.first_event_time = txn.event_time
         self.event_time = txn.event_time
 
-    def take(self) -> tuple[Batch, dict[str, Any] | None, int]:
+    def take(self) -> tuple[Batch, Position | None, int]:
         """The batch of every waiting transaction, its end position and event time."""
         batch = Batch.of(
             self.images,
@@ -174,7 +176,7 @@ class BatchBuilder:
             reason=self.flush_reason,
             upto=position_text(self.position),
             transactions=self.transactions,
-            gtid=str((self.position or {}).get("gtid", "")),
+            gtid=gtid_of(self.position),
             first_commit=float(self.first_event_time),
             last_commit=float(self.event_time),
             collations=self.collations,
@@ -182,44 +184,3 @@ class BatchBuilder:
         position, event_time = self.position, self.event_time
         self._reset()
         return batch, position, event_time
-
-
-def position_text(position: dict[str, Any] | None) -> str:
-    if not position:
-        return ""
-    if "gtid" in position:
-        return f"GTID {position['gtid']}"
-    return f"{position.get('file')}:{position.get('pos')}"
-
-
-def position_reached(position: dict[str, Any] | None, target: dict[str, Any]) -> bool:
-    """Whether the stream at `position` has read everything up to `target` (both as the
-    checkpoint stores them). MySQL GTID sets are not compared: taken as reached."""
-    if position is None:
-        return False
-    if "gtid" in target and "gtid" in position:
-        if ":" in str(target["gtid"]):
-            return True  # a MySQL GTID set
-        have = mariadb_gtids(str(position["gtid"]))
-        return all(
-            domain in have and _seq(have[domain]) >= _seq(gtid)
-            for domain, gtid in mariadb_gtids(str(target["gtid"])).items()
-        )
-    if "file" in target and "file" in position:
-        return (str(position["file"]), int(position["pos"])) >= (
-            str(target["file"]),
-            int(target["pos"]),
-        )
-    return True
-
-
-def mariadb_gtids(gtids: str) -> dict[str, str]:
-    """A MariaDB GTID position by domain: '0-1-42,1-5-7' -> {'0': '0-1-42', '1': '1-5-7'}"""
-    return {
-        gtid.split("-", 1)[0]: gtid
-        for gtid in filter(None, (part.strip() for part in gtids.split(",")))
-    }
-
-
-def _seq(gtid: str) -> int:
-    return int(gtid.rsplit("-", 1)[1])

@@ -6,7 +6,7 @@ for the broker, for a free worker process and, under load, for CPU the sweeps of
 batches hold. The fast lane skips all of that for the keys whose names it knows: the listener
 judges its snapshot of key names (core.known_keys, grouped by filter: one predicate call per
 distinct filter) against the change's images and UNLINKs the affected ones with their leases
-(adapters.unlink) in one round trip, right after reading the transaction; with refresh on,
+(adapters.redis.unlink) in one round trip, right after reading the transaction; with refresh on,
 through primer_cache_invalidate, holding the hot keys' leases as the sweep does (readers are
 told `busy`; the batch's sweep finds each held lease and takes it over for its refresh, or
 releases it). The snapshot comes
@@ -30,8 +30,8 @@ from collections.abc import Iterable
 
 import redis
 
-from adapters.redis_client import connect_redis
-from adapters.unlink import Heat, heat_of, lfu_policy, unlink_with_leases
+from adapters.redis.connection import connect_redis
+from adapters.redis.unlink import Heat, heat_of, lfu_policy, unlink_with_leases
 from config import Settings
 from core.collation import DEFAULT, Collations
 from core.keys import KeyFormat

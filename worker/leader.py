@@ -27,11 +27,11 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any
 
 import redis
 
 from core.keys import checkpoint_key, leader_key
+from core.position import Checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -164,13 +164,14 @@ class Leadership:
         with contextlib.suppress(redis.RedisError):
             self._release(keys=[self.lock_key], args=[self.token])
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
+    def load_checkpoint(self) -> Checkpoint | None:
         raw = self.client.get(self.checkpoint_key)
-        return json.loads(raw) if raw else None
+        return Checkpoint.from_json(json.loads(raw)) if raw else None
 
-    def save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+    def save_checkpoint(self, checkpoint: Checkpoint) -> None:
+        stored = json.dumps(checkpoint.to_json())
         if not self._fenced_set(
-            keys=[self.lock_key, self.checkpoint_key], args=[self.token, json.dumps(checkpoint)]
+            keys=[self.lock_key, self.checkpoint_key], args=[self.token, stored]
         ):
             raise LeadershipLost(f"listener {self.token} lost the leader lock before a checkpoint")
 

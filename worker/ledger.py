@@ -1,13 +1,13 @@
 """The leader's ledger of the batches it published in its current term and that are not done.
 
 Pure bookkeeping (no I/O): the listener feeds it what it published and what the tasks
-reported (adapters.completion), and asks it three things:
+reported (adapters.redis.completion), and asks it three things:
 
 - where it may checkpoint: the position just before the oldest batch not done (or, when
   every batch is done, the end of what it has read), so a restart replays every batch that
   may not have run;
 - which batches are orphaned: the worker that received one (its holder) is dead
-  (adapters.liveness); the listener publishes them again at once, once per holder, so a
+  (adapters.redis.liveness); the listener publishes them again at once, once per holder, so a
   worker that is slow but alive is never flooded;
 - which batches are overdue: no progress for `redeliver_after` seconds since they were
   (re)published or last reported progress; the listener publishes them again (the backstop,
@@ -21,12 +21,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
 
-from adapters.completion import BatchState
+from adapters.redis.completion import BatchState
 from core.batch import Batch
-
-Position = dict[str, Any]
+from core.position import Position
 
 
 @dataclass

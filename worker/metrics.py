@@ -18,7 +18,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from adapters import metrics_http
+from adapters.observability import metrics_http
+from core.flush_reason import LISTENER_FLUSHES
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -114,24 +115,10 @@ FAST_LANE_ERRORS = Counter(
     registry=REGISTRY,
 )
 
-# Reasons of FALLBACK_FLUSHES (exported from the start, so alerts see a 0 before the first).
-FLUSH_COLD_START = "cold_start"  # no checkpoint: first start, or the checkpoint was lost
-FLUSH_UNRESUMABLE = "checkpoint_unresumable"  # the binlog at the checkpoint is gone
-FLUSH_DDL = "ddl"  # TRUNCATE, DROP, ALTER... of a watched table
-FLUSH_ODD_ROW = "odd_row"  # a row image the sidecar cannot read
-FLUSH_UNDECODABLE = "undecodable_event"  # an event neither decoder can read (stepped past)
-FLUSH_SOURCE_LACKS = "source_lacks_position"  # a failover's new primary lacks the checkpoint
-FLUSH_REASONS = (
-    FLUSH_COLD_START,
-    FLUSH_UNRESUMABLE,
-    FLUSH_DDL,
-    FLUSH_ODD_ROW,
-    FLUSH_UNDECODABLE,
-    FLUSH_SOURCE_LACKS,
-)
-OPERATIONS = ("insert", "update", "delete")
-for _reason in FLUSH_REASONS:
+# Exported from the start, so alerts see a 0 before the first flush.
+for _reason in LISTENER_FLUSHES:
     FALLBACK_FLUSHES.labels(_reason)
+OPERATIONS = ("insert", "update", "delete")
 
 
 def operation(before: object, after: object) -> str:

@@ -21,6 +21,9 @@ last row that does not end exactly where the event ends, a key value that does n
 raises Undecodable: the plan mis-sized a column (say, the pre-10.1 temporal format, whose
 widths differ), and rows read that way would be garbage. Its bytes are consumed, so the
 library cannot try again: the listener flushes and steps past the event.
+
+One module, over 300 lines, because it is one thing: the layout, the plan and the column
+readers are the decoder's parts and are only used together (and mutation-tested together).
 """
 
 from __future__ import annotations
@@ -218,49 +221,61 @@ class RowDecoder:
     def decode_rows(self, plan: Plan, event: RowsEvent, data: bytes) -> list[DecodedRow]:
         """Every row of `data`, the row bytes of `event` (after its column bitmaps); raises
         Undecodable unless the last row ends exactly where `data` does."""
+        if isinstance(event, UpdateRowsEvent):
+            rows, pos = self._update_rows(plan, event, data)
+        else:
+            rows, pos = _single_image_rows(plan, event, data)
+        _ends_at(pos, len(data))
+        return rows
+
+    def _update_rows(
+        self, plan: Plan, event: RowsEvent, data: bytes
+    ) -> tuple[list[DecodedRow], int]:
+        """The rows of an update (a before and an after image each), and where they end."""
         rows: list[DecodedRow] = []
         pos, end = 0, len(data)
-        if isinstance(event, UpdateRowsEvent):
-            first = plan.layout(event.columns_present_bitmap)
-            second = plan.layout(event.columns_present_bitmap2)
-            while pos < end:
-                nulls_b, starts_b = first.walk(data, pos)
-                nulls_a, starts_a = second.walk(data, starts_b[-1])
-                pos = starts_a[-1]
-                if first is second:
-                    visible = bool((nulls_b ^ nulls_a) & first.compared_mask) or any(
-                        data[starts_b[i] : starts_b[j]] != data[starts_a[i] : starts_a[j]]
-                        for i, j in first.runs
-                    )
-                else:  # NOBLOB: a column in one image only is a change
-                    visible = visible_change(
-                        first.raw_values(data, nulls_b, starts_b),
-                        second.raw_values(data, nulls_a, starts_a),
-                        self.ignored,
-                    )
-                if visible:
-                    rows.append(
-                        DecodedRow(
-                            first.key_values(data, nulls_b, starts_b),
-                            second.key_values(data, nulls_a, starts_a),
-                            True,
-                        )
-                    )
-                else:
-                    rows.append(DecodedRow({}, {}, False))
-            _ends_at(pos, end)
-            return rows
-        layout = plan.layout(event.columns_present_bitmap)
-        deleting = isinstance(event, DeleteRowsEvent)
+        first = plan.layout(event.columns_present_bitmap)
+        second = plan.layout(event.columns_present_bitmap2)
         while pos < end:
-            nulls, starts = layout.walk(data, pos)
-            pos = starts[-1]
-            values = layout.key_values(data, nulls, starts)
-            rows.append(
-                DecodedRow(values, None, True) if deleting else DecodedRow(None, values, True)
-            )
-        _ends_at(pos, end)
-        return rows
+            nulls_b, starts_b = first.walk(data, pos)
+            nulls_a, starts_a = second.walk(data, starts_b[-1])
+            pos = starts_a[-1]
+            if first is second:
+                visible = bool((nulls_b ^ nulls_a) & first.compared_mask) or any(
+                    data[starts_b[i] : starts_b[j]] != data[starts_a[i] : starts_a[j]]
+                    for i, j in first.runs
+                )
+            else:  # NOBLOB: a column in one image only is a change
+                visible = visible_change(
+                    first.raw_values(data, nulls_b, starts_b),
+                    second.raw_values(data, nulls_a, starts_a),
+                    self.ignored,
+                )
+            if visible:
+                rows.append(
+                    DecodedRow(
+                        first.key_values(data, nulls_b, starts_b),
+                        second.key_values(data, nulls_a, starts_a),
+                        True,
+                    )
+                )
+            else:
+                rows.append(DecodedRow({}, {}, False))
+        return rows, pos
+
+
+def _single_image_rows(plan: Plan, event: RowsEvent, data: bytes) -> tuple[list[DecodedRow], int]:
+    """The rows of an insert or a delete (one image each), and where they end."""
+    rows: list[DecodedRow] = []
+    pos, end = 0, len(data)
+    layout = plan.layout(event.columns_present_bitmap)
+    deleting = isinstance(event, DeleteRowsEvent)
+    while pos < end:
+        nulls, starts = layout.walk(data, pos)
+        pos = starts[-1]
+        values = layout.key_values(data, nulls, starts)
+        rows.append(DecodedRow(values, None, True) if deleting else DecodedRow(None, values, True))
+    return rows, pos
 
 
 def _ends_at(pos: int, end: int) -> None:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import pymysql
 
+from core.position import FilePosition, GtidPosition, Position
+
 REQUIRED = {
     "log_bin": ("ON",),
     "binlog_format": ("ROW",),
@@ -65,18 +67,18 @@ def gtid_position(conn: pymysql.Connection, server: ServerInfo) -> str:
         return str(cur.fetchone()[0] or "").replace("\n", "")
 
 
-def current_position(conn: pymysql.Connection, server: ServerInfo) -> dict[str, object]:
+def current_position(conn: pymysql.Connection, server: ServerInfo) -> Position:
     """Where the binlog ends now: the cold-start position."""
     with conn.cursor() as cur:
         if server.is_mariadb:
             cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
-            return {"gtid": str(cur.fetchone()[0] or "")}
+            return GtidPosition(str(cur.fetchone()[0] or ""))
         if server.gtid_mode:
             cur.execute("SELECT @@GLOBAL.gtid_executed")
-            return {"gtid": str(cur.fetchone()[0] or "").replace("\n", "")}
+            return GtidPosition(str(cur.fetchone()[0] or "").replace("\n", ""))
         try:
             cur.execute("SHOW BINARY LOG STATUS")
         except pymysql.err.ProgrammingError:  # MySQL < 8.2
             cur.execute("SHOW MASTER STATUS")
         row = cur.fetchone()
-        return {"file": str(row[0]), "pos": int(row[1])}
+        return FilePosition(str(row[0]), int(row[1]))

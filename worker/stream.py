@@ -16,7 +16,7 @@ import queue
 import re
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import pymysql
@@ -30,16 +30,21 @@ from pymysqlreplication.row_event import (
     WriteRowsEvent,
 )
 
-from adapters import undecodable
-from adapters.collations import read_collations
-from adapters.redis_client import connect_redis
+from adapters.mysql.collations import read_collations
+from adapters.redis import undecodable
+from adapters.redis.connection import connect_redis
 from config import MySQLSettings, Settings
+from core.changes import Row
 from core.collation import Collations
+from core.position import Position
 from core.statements import BOUNDARIES, leading_keyword, opens_transaction
 from worker import metrics
-from worker.batcher import Transaction, TransactionBuilder, mariadb_gtids
+from worker.batcher import Transaction, TransactionBuilder
+from worker.faults import ReaderStopped
+from worker.library_rows import library_rows, next_event
 from worker.rowdecode import RowDecoder, Undecodable
 from worker.server_check import ServerInfo, current_position
+from worker.stream_position import StreamPosition
 
 log = logging.getLogger(__name__)
 
@@ -47,50 +52,20 @@ log = logging.getLogger(__name__)
 # chunk_id: the rows a batch changed, whose commits the invalidate task waits to see.
 CHUNK_KEYS = ("chunk_id", "realm_id", "element_category", "priority_score", "enforcement_level")
 ELEMENT_KEYS = ("chunk_id",)
-_MISSING = "cols_bitmap"  # none_sources tag: the column is not in this row image (NOBLOB)
-
-
-class ReaderStopped(Exception):
-    """Raised inside the reader thread when the library tries to reconnect after stop()."""
-
-
-class Position:
-    """Where the stream has got to, as a checkpoint: GTID state, or file+pos."""
-
-    def __init__(self, start: dict[str, Any], server: ServerInfo) -> None:
-        self.server = server
-        self.file = start.get("file")
-        self.pos = start.get("pos")
-        self.gtid_set = str(start.get("gtid", ""))
-        # MariaDB: domain id -> last complete GTID
-        self.domains = mariadb_gtids(self.gtid_set) if server.is_mariadb else {}
-        self.current: str | None = None
-
-    def begin(self, gtid: str) -> None:
-        self.current = gtid
-
-    def end(self, stream: BinLogStreamReader) -> dict[str, Any]:
-        """Record the end of the current transaction; return the checkpoint after it."""
-        if self.current is not None:
-            if self.server.is_mariadb:
-                self.domains[self.current.split("-", 1)[0]] = self.current
-                if len(self.domains) == 1:
-                    self.gtid_set = self.current
-                else:
-                    self.gtid_set = ",".join(self.domains[d] for d in sorted(self.domains, key=int))
-            else:
-                from pymysqlreplication.gtid import GtidSet
-
-                merged = GtidSet(self.gtid_set) + GtidSet(self.current)
-                self.gtid_set = str(merged)
-            self.current = None
-        self.file, self.pos = stream.log_file, stream.log_pos
-        return self.checkpoint()
-
-    def checkpoint(self) -> dict[str, Any]:
-        if self.server.gtid_mode:
-            return {"gtid": self.gtid_set}
-        return {"file": self.file, "pos": self.pos}
+# What the stream reads: rows of the watched tables, transaction boundaries, statements.
+_EVENTS = [
+    WriteRowsEvent,
+    UpdateRowsEvent,
+    # MySQL's binlog_row_value_options=PARTIAL_JSON writes updates of JSON columns as this
+    # subclass; the library matches event classes exactly, so without it those updates
+    # (category or priority changes included) would be dropped.
+    PartialUpdateRowsEvent,
+    DeleteRowsEvent,
+    XidEvent,
+    QueryEvent,
+    MariadbGtidEvent,
+    GtidEvent,
+]
 
 
 class BinlogReader(threading.Thread):
@@ -98,17 +73,17 @@ class BinlogReader(threading.Thread):
         self,
         settings: Settings,
         server: ServerInfo,
-        start: dict[str, Any],
+        start: Position,
         out: queue.Queue[Transaction | BaseException],
         source: MySQLSettings | None = None,
     ) -> None:
-        """`source`: the server to stream from (adapters.sources picked it); default
+        """`source`: the server to stream from (adapters.mysql.sources picked it); default
         settings.mysql."""
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
         self.source = source or settings.mysql
         self.server = server
-        self.position = Position(start, server)
+        self.position = StreamPosition(start, server)
         self.out = out
         self.tables = {settings.chunks_table, settings.elements_table}
         self.txn = TransactionBuilder(
@@ -138,19 +113,7 @@ class BinlogReader(threading.Thread):
             blocking=True,
             resume_stream=True,
             is_mariadb=self.server.is_mariadb,
-            only_events=[
-                WriteRowsEvent,
-                UpdateRowsEvent,
-                # MySQL's binlog_row_value_options=PARTIAL_JSON writes updates of JSON columns
-                # as this subclass; the library matches event classes exactly, so without it
-                # those updates (category or priority changes included) would be dropped.
-                PartialUpdateRowsEvent,
-                DeleteRowsEvent,
-                XidEvent,
-                QueryEvent,
-                MariadbGtidEvent,
-                GtidEvent,
-            ],
+            only_events=_EVENTS,
             # Rows of other tables are not even decoded (DDL QueryEvents still come through).
             only_schemas=[settings.mysql.database],
             only_tables=sorted(self.tables),
@@ -162,9 +125,13 @@ class BinlogReader(threading.Thread):
             freeze_schema=True,
             **kwargs,
         )
-        # The library reconnects by itself on error 2013, which stop() causes: refuse that
-        # once stopped, or a replica that lost the lead would keep a stream open (under our
-        # server_id) and a reader thread running. The method is private (name-mangled).
+        self._refuse_reconnect_once_stopped(stream)
+        return stream
+
+    def _refuse_reconnect_once_stopped(self, stream: BinLogStreamReader) -> None:
+        """The library reconnects by itself on error 2013, which stop() causes: refuse that
+        once stopped, or a replica that lost the lead would keep a stream open (under our
+        server_id) and a reader thread running. The method is private (name-mangled)."""
         connect = stream._BinLogStreamReader__connect_to_stream
 
         def connect_unless_stopped() -> None:
@@ -173,7 +140,6 @@ class BinlogReader(threading.Thread):
             connect()
 
         stream._BinLogStreamReader__connect_to_stream = connect_unless_stopped
-        return stream
 
     def read_collations(self) -> Collations:
         """The chunks table's collations (read again after a DDL of a watched table)."""
@@ -218,10 +184,9 @@ class BinlogReader(threading.Thread):
 
     def _read_events(self) -> None:
         database = self.settings.mysql.database
-        add_row = self.txn.row
         events = iter(self.stream)
         while True:
-            event = _next_event(events)
+            event = next_event(events)
             if event is None or self._stopping.is_set():
                 return
             self._timestamp = event.timestamp
@@ -230,47 +195,45 @@ class BinlogReader(threading.Thread):
             elif isinstance(event, XidEvent):
                 self._end(event.timestamp)
             elif isinstance(event, QueryEvent):
-                query = _text(event.query)
-                if opens_transaction(query):
-                    continue  # its rows follow: the transaction ends at COMMIT or XA END
-                keyword = leading_keyword(query)
-                # Any statement but a transaction boundary that names a watched table flushes:
-                # DDL however prefixed (core.statements), and whatever else it might be.
-                if keyword not in BOUNDARIES and self._touches_watched(query, _text(event.schema)):
-                    self.txn.ddl(_text(event.schema), query)
-                    self.stream.table_map.clear()  # frozen maps: parse the new ones
-                    # widest: events read before the DDL may predate a later change too
-                    self.txn.collations = self.txn.collations.widest(self.read_collations())
-                self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
+                self._statement(event)
             elif event.schema == database and event.table in self.tables:
-                table = event.table
-                decoded = self.decoder.decode(event)
-                if decoded is not None:
-                    for before, after, visible in decoded:
-                        add_row(table, before, after, visible)
-                    continue
-                metrics.DECODER_FALLBACKS.inc()
-                rows = _library_rows(event)
-                if isinstance(event, UpdateRowsEvent):
-                    for row in rows:
-                        before = _present(row["before_values"], row.get("before_none_sources"))
-                        after = _present(row["after_values"], row.get("after_none_sources"))
-                        add_row(table, before, after)
-                else:
-                    is_insert = isinstance(event, WriteRowsEvent)
-                    for row in rows:
-                        values = _present(row["values"], row.get("none_sources"))
-                        if is_insert:
-                            add_row(table, None, values)
-                        else:
-                            add_row(table, values, None)
-            # Keep the library's own reconnect (error 2013) resuming from here, not from
-            # where the stream was opened.
-            if self.server.gtid_mode and self.position.current is None:
-                self.stream.auto_position = self.position.gtid_set or self.stream.auto_position
+                self._rows(event)
+
+    def _statement(self, event: QueryEvent) -> None:
+        """A statement: BEGIN (its rows follow), COMMIT, or anything else: DDL, say."""
+        query = _text(event.query)
+        if opens_transaction(query):
+            return  # its rows follow: the transaction ends at COMMIT or XA END
+        keyword = leading_keyword(query)
+        schema = _text(event.schema)
+        # Any statement but a transaction boundary that names a watched table flushes: DDL
+        # however prefixed (core.statements), and whatever else it might be.
+        if keyword not in BOUNDARIES and self._touches_watched(query, schema):
+            self.txn.ddl(schema, query)
+            self.stream.table_map.clear()  # frozen maps: parse the new ones
+            # widest: events read before the DDL may predate a later change too
+            self.txn.collations = self.txn.collations.widest(self.read_collations())
+        self._end(event.timestamp)  # COMMIT, or a DDL: its own transaction
+
+    def _rows(self, event: Any) -> None:
+        """A row event of a watched table, decoded by worker.rowdecode, or by the library when
+        the decoder does not cover its shape."""
+        table = event.table
+        add_row = self.txn.row
+        rows: Iterable[tuple[Row | None, Row | None, bool | None]] | None
+        rows = self.decoder.decode(event)
+        if rows is None:
+            metrics.DECODER_FALLBACKS.inc()
+            rows = library_rows(event)
+        for before, after, visible in rows:
+            add_row(table, before, after, visible)
 
     def _end(self, timestamp: int) -> None:
         self.out.put(self.txn.end(self.position.end(self.stream), timestamp))
+        # Keep the library's own reconnect (error 2013) resuming from here, not from where
+        # the stream was opened.
+        if self.server.gtid_mode:
+            self.stream.auto_position = self.position.gtid_set or self.stream.auto_position
 
     def _step_past(self, exc: Undecodable) -> None:
         """The safe side for an event neither decoder can read: record it (status unhealthy
@@ -302,7 +265,7 @@ class BinlogReader(threading.Thread):
                 now = current_position(conn, self.server)
             finally:
                 conn.close()
-            self.position = Position(now, self.server)
+            self.position = StreamPosition(now, self.server)
             checkpoint = self.position.checkpoint()
         self.out.put(self.txn.end(checkpoint, self._timestamp))
         with contextlib.suppress(Exception):  # the old stream is broken either way
@@ -331,43 +294,7 @@ class BinlogReader(threading.Thread):
         )
 
 
-# The connection's faults: the listener reconnects from its checkpoint. Anything else the
-# library raises while reading an event is about the event's bytes.
-_CONNECTION_FAULTS = (pymysql.err.Error, OSError, ReaderStopped)
-
-
-def _next_event(events: Iterator[Any]) -> Any:
-    """The stream's next event (None: it ended); Undecodable when the library cannot parse it
-    (MariaDB's COMPRESSED columns fail in the table map, for one)."""
-    try:
-        return next(events)
-    except StopIteration:
-        return None
-    except _CONNECTION_FAULTS:
-        raise
-    except Exception as exc:
-        raise Undecodable(f"python-mysql-replication cannot read the event: {exc!r}") from exc
-
-
-def _library_rows(event: Any) -> list[dict[str, Any]]:
-    """The library's rows of an event our decoder does not cover; Undecodable when it cannot
-    read them either (the pre-10.1 temporal format trips an assertion in it)."""
-    try:
-        return list(event.rows)
-    except _CONNECTION_FAULTS:
-        raise
-    except Exception as exc:
-        raise Undecodable(f"python-mysql-replication cannot read the rows: {exc!r}") from exc
-
-
 def _text(value: Any) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return str(value or "")
-
-
-def _present(values: dict[str, Any], none_sources: dict[str, str] | None) -> dict[str, Any]:
-    """The row image without the columns it does not carry (binlog_row_image=NOBLOB)."""
-    if not none_sources or _MISSING not in none_sources.values():
-        return values
-    return {name: value for name, value in values.items() if none_sources.get(name) != _MISSING}

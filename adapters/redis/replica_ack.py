@@ -25,7 +25,7 @@ from typing import Any
 import redis
 from redis.cluster import RedisCluster
 
-from adapters.redis_client import is_cluster
+from adapters.redis.connection import is_cluster
 
 log = logging.getLogger(__name__)
 

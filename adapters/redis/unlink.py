@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 import redis
 from redis.crc import key_slot
 
-from adapters import leases
-from adapters.redis_client import is_cluster
+from adapters.redis import leases
+from adapters.redis.connection import is_cluster
 from config import Settings
 from core.keys import lease_key
 

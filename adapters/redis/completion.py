@@ -12,7 +12,7 @@ stream it opens) and the batch's number in it. A task reports
 - `done(batch)`: every pass has run; the listener may checkpoint past the batch.
 
 And a worker's main process, as it receives a batch from the broker, records itself as its
-holder (`held`, adapters.liveness): the listener publishes a batch again as soon as its
+holder (`held`, adapters.redis.liveness): the listener publishes a batch again as soon as its
 holder's heartbeat is gone.
 
 The state is one Redis hash per term under the state prefix: field `d<seq>` once the batch

@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 
 import redis
 
-from adapters.lease_library import (
+from adapters.redis.lease_library import (
     FILL,
     INVALIDATE,
     LIBRARY,
