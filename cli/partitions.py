@@ -17,7 +17,7 @@ from core.partition_plan import DROP_AT_ONCE, drop_listing
 if TYPE_CHECKING:
     from tasks.partitions import Result
 
-# The same ranges the [partitions] settings accept (config/settings.py).
+# The same ranges the [partitions] settings accept (config/groups.py).
 MONTHS_AHEAD_RANGE = range(0, 121)
 RETAIN_MONTHS_RANGE = range(1, 1201)
 

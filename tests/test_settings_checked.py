@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config import ConfigError, Settings, load_settings
-from config.settings import KEY_FIELDS, parse_document
+from config.settings import KEY_FIELDS
+from config.toml_file import parse_document
 from tests.services import child_env, cli
 
 GOOD = {"PRIMER_MYSQL_URL": "mysql://u:secret@db.example:3307/megamind"}
