@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import redis
+
+from adapters.redis import undecodable
+from adapters.redis.connection import connect_redis
 from cli.errors import OperationError
 from config import load_settings
 from config.secrets import redact_url
@@ -25,11 +29,6 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import redis
-
-    from adapters.redis import undecodable
-    from adapters.redis.connection import connect_redis
-
     settings = load_settings()
     try:
         cache = connect_redis(settings.redis_url, socket_connect_timeout=5)

@@ -9,8 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import redis
+
+from adapters.redis.connection import RedisConnectError, connect_redis
+from adapters.redis.lease_library import FILL, LIBRARY_NAME, READ
+from adapters.redis.leases import LeaseLibraryError, load_library
 from cli.errors import OperationError
 from config import load_settings
+from config.secrets import redact_url
 
 
 def register(commands: Any) -> None:
@@ -23,13 +29,6 @@ def register(commands: Any) -> None:
 
 
 def run_load(args: argparse.Namespace) -> int:
-    import redis
-
-    from adapters.redis.connection import RedisConnectError, connect_redis
-    from adapters.redis.lease_library import FILL, LIBRARY_NAME, READ
-    from adapters.redis.leases import LeaseLibraryError, load_library
-    from config.secrets import redact_url
-
     settings = load_settings()
     where = redact_url(settings.redis_url)
     try:

@@ -7,6 +7,10 @@ import logging
 import sys
 from typing import Any
 
+import redis
+
+from adapters.mysql.replicas import ReplicaError
+from adapters.redis.leases import LeaseLibraryError, load_library
 from config import Settings, load_settings
 
 
@@ -19,7 +23,7 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    from adapters.mysql.replicas import ReplicaError
+    # Deferred: the binlog reader is for this command alone (cli/__init__.py).
     from worker.listener import Listener
     from worker.metrics import serve
     from worker.server_check import ServerSettingsError
@@ -43,10 +47,6 @@ def run(args: argparse.Namespace) -> int:
 def _load_lease_library(listener: Any) -> bool:
     """The primer server's fills and the warms need the lease functions: load them (the
     worker does too); False, with the reason on stderr, on a Redis without functions."""
-    import redis
-
-    from adapters.redis.leases import LeaseLibraryError, load_library
-
     try:
         load_library(listener.redis)
     except LeaseLibraryError as exc:
@@ -58,6 +58,7 @@ def _load_lease_library(listener: Any) -> bool:
 
 
 def _warn_if_broker_evicts(settings: Settings) -> None:
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.health import broker_eviction_warning
 
     warning = broker_eviction_warning(settings)

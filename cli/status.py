@@ -25,9 +25,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pymysql
+from kombu.exceptions import ChannelError
+
 from adapters import unreachable
-from adapters.redis import heartbeat
+from adapters.redis import heartbeat, undecodable
+from adapters.redis.connection import connect_redis
 from config import Settings, load_settings
+from core.keys import KeyFormat, checkpoint_key, leader_key
+from core.partition_plan import PartitionError, headroom_months, understand
 
 WARM_GRACE_S = 2.0  # how long a warm key may be absent (deleted, re-warm on its way)
 
@@ -43,7 +49,7 @@ def register(commands: Any) -> None:
 def collect(settings: Settings | None = None) -> dict[str, Any]:
     """What `status` shows. A server that cannot be reached is a problem in the answer (its
     parts stay empty), never an exception: monitoring parses the JSON whatever is down."""
-    from tasks.app import QUEUES
+    from tasks.app import QUEUES  # deferred: see cli/__init__.py
 
     settings = settings or load_settings()
     info: dict[str, Any] = {
@@ -86,10 +92,7 @@ def _unreachable(exc: Exception, settings: Settings) -> str:
 
 def _from_cache(settings: Settings) -> dict[str, Any]:
     """The parts of the status the cache Redis holds."""
-    from adapters.redis import heartbeat, undecodable
-    from adapters.redis.connection import connect_redis
-    from core.keys import KeyFormat, checkpoint_key, leader_key
-    from tasks.metrics import stats_key
+    from tasks.metrics import stats_key  # deferred: see cli/__init__.py
 
     cache = connect_redis(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
     prefix = settings.state_prefix
@@ -180,9 +183,7 @@ def _warm_keys(cache: Any, keys: list[str]) -> dict[str, bool]:
 
 def _partitions(settings: Settings) -> dict[str, Any]:
     """The managed table's partition headroom in months, read from information_schema."""
-    import pymysql
-
-    from core.partition_plan import PartitionError, headroom_months, understand
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.partitions import read_partitioning
     from tasks.runtime import connect_mysql
 
@@ -207,9 +208,7 @@ def _partitions(settings: Settings) -> dict[str, Any]:
 def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int | None]:
     """Messages waiting in each queue, on a Redis broker or RabbitMQ alike (a passive
     declare); None for a queue the broker does not have (no worker declared it yet)."""
-    from kombu.exceptions import ChannelError
-
-    from tasks.app import app, kombu_broker
+    from tasks.app import app, kombu_broker  # deferred: see cli/__init__.py
 
     depths: dict[str, int | None] = {}
     url, sentinel = kombu_broker(settings.broker_url)
