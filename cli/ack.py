@@ -31,10 +31,10 @@ def register(commands: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
     try:
-        cache = connect_redis(settings.redis_url, socket_connect_timeout=5)
-        cleared = undecodable.acknowledge(cache, settings.state_prefix)
+        cache = connect_redis(settings.cache.url, socket_connect_timeout=5)
+        cleared = undecodable.acknowledge(cache, settings.cache.state_prefix)
     except redis.RedisError as exc:
-        raise OperationError(f"Redis at {redact_url(settings.redis_url)!r}: {exc}") from None
+        raise OperationError(f"Redis at {redact_url(settings.cache.url)!r}: {exc}") from None
     if cleared is None:
         print("no undecodable binlog events to acknowledge")
     else:

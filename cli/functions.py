@@ -30,9 +30,9 @@ def register(commands: Any) -> None:
 
 def run_load(args: argparse.Namespace) -> int:
     settings = load_settings()
-    where = redact_url(settings.redis_url)
+    where = redact_url(settings.cache.url)
     try:
-        load_library(connect_redis(settings.redis_url, socket_connect_timeout=5))
+        load_library(connect_redis(settings.cache.url, socket_connect_timeout=5))
     except (LeaseLibraryError, RedisConnectError) as exc:
         raise OperationError(str(exc)) from None
     except redis.RedisError as exc:

@@ -29,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from worker.server_check import ServerSettingsError
 
     # A loop that has not turned for three lock TTLs (at least 30 s) is stuck or reconnecting.
-    stall_s = max(30.0, 3 * settings.leader_ttl_ms / 1000)
-    serve(settings.metrics_port, settings.max_lag_s, stall_s, settings.metrics_addr)
+    stall_s = max(30.0, 3 * settings.listener.leader_ttl_ms / 1000)
+    serve(settings.listener.metrics_port, settings.status.max_lag_s, stall_s, settings.metrics.addr)
     listener = Listener(settings)
     listener.install_signal_handlers()
     _warn_if_broker_evicts(settings)

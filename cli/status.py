@@ -58,7 +58,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
         "leader": None,
         "lag_seconds": None,
         "heartbeat_age_seconds": None,
-        "max_lag_seconds": settings.max_lag_s,
+        "max_lag_seconds": settings.status.max_lag_s,
         "checkpoint": None,
         "seconds_since_last_event": None,
         "seconds_since_checkpoint": None,
@@ -78,7 +78,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
     except Exception as exc:
         info["unreachable"].append(_unreachable(exc, settings))
     info["partitions"] = _partitions(settings)
-    problems = health_problems(info, settings.leader_ttl_ms)
+    problems = health_problems(info, settings.listener.leader_ttl_ms)
     return {"healthy": not problems, "problems": problems, **info}
 
 
@@ -94,13 +94,13 @@ def _from_cache(settings: Settings) -> dict[str, Any]:
     """The parts of the status the cache Redis holds."""
     from tasks.metrics import stats_key  # deferred: see cli/__init__.py
 
-    cache = connect_redis(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
-    prefix = settings.state_prefix
+    cache = connect_redis(settings.cache.url, socket_connect_timeout=5, socket_timeout=10)
+    prefix = settings.cache.state_prefix
     raw = cache.get(checkpoint_key(prefix))
     checkpoint = json.loads(raw) if raw else None
     now = time.time()
-    keys = KeyFormat(settings.key_prefix, settings.key_template)
-    warm = _warm_keys(cache, [keys.build(q) for q in settings.warm_patterns])
+    keys = KeyFormat(settings.cache.key_prefix, settings.cache.key_template)
+    warm = _warm_keys(cache, [keys.build(q) for q in settings.warm.patterns])
     leader = cache.get(leader_key(prefix))
     beat = heartbeat.read(cache, prefix)
     event_time = (checkpoint or {}).get("event_time") or 0
@@ -211,7 +211,7 @@ def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int |
     from tasks.app import app, kombu_broker  # deferred: see cli/__init__.py
 
     depths: dict[str, int | None] = {}
-    url, sentinel = kombu_broker(settings.broker_url)
+    url, sentinel = kombu_broker(settings.celery.broker_url)
     options = {**app.conf.broker_transport_options, **sentinel}
     with app.connection_for_read(url=url, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1)

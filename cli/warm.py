@@ -73,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     from tasks.warming import enqueue_warms
 
     rt = Runtime(settings)
-    queries = settings.warm_patterns if query is None else (query,)
+    queries = settings.warm.patterns if query is None else (query,)
     if not queries:
         print("no warm patterns configured ([[warm.patterns]] is empty)")
         return 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 # Re-exported: the key format's defaults and the lease keys' prefix, as the primer server's
@@ -57,21 +57,11 @@ SERVER_ID_RANGE = (1 << 20, (1 << 32) - 1)
 GROUPS: dict[str, type] = {**TOML_GROUPS, "metrics": MetricsSettings}
 
 
-class _Flat:
-    """Temporary: the flat name a setting had before the groups, read through to its group,
-    so that code not yet renamed keeps working (removed by the rename commit)."""
-
-    def __init__(self, group: str, name: str) -> None:
-        self.group, self.name = group, name
-
-    def __get__(self, obj: Any, owner: Any) -> Any:
-        if obj is None:  # Settings.<name>: the default, as the flat dataclass had it
-            return getattr(GROUPS[self.group], self.name)
-        return getattr(getattr(obj, self.group), self.name)
-
-
 @dataclass(frozen=True)
 class Settings:
+    """Everything configurable, one group per concern named for its TOML section
+    (config.groups): the file's `listener.max_in_flight` is `settings.listener.max_in_flight`."""
+
     mysql: MySQLSettings  # the primer database (the first of mysql_sources, if several)
     cache: CacheSettings = field(default_factory=CacheSettings)
     celery: CelerySettings = field(default_factory=CelerySettings)
@@ -88,40 +78,6 @@ class Settings:
     # first, then the replicas that may be promoted in its place. Empty: `mysql` alone.
     mysql_sources: tuple[MySQLSettings, ...] = ()
 
-    # Temporary (see _Flat): old flat name = its group and field.
-    redis_url = _Flat("cache", "url")
-    broker_url = _Flat("celery", "broker_url")
-    key_prefix = _Flat("cache", "key_prefix")
-    key_template = _Flat("cache", "key_template")
-    state_prefix = _Flat("cache", "state_prefix")
-    ttl_seconds = _Flat("cache", "ttl_seconds")
-    compression = _Flat("cache", "compression")
-    ignored_columns = _Flat("cache", "ignored_columns")
-    second_pass_ms = _Flat("cache", "second_pass_ms")
-    wait_replicas = _Flat("cache", "wait_replicas")
-    wait_timeout_ms = _Flat("cache", "wait_timeout_ms")
-    warm_patterns = _Flat("warm", "patterns")
-    warm_refresh_seconds = _Flat("warm", "refresh_seconds")
-    refresh_max_keys = _Flat("refresh", "max_keys")
-    refresh_idle_seconds = _Flat("refresh", "idle_seconds")
-    refresh_min_freq = _Flat("refresh", "min_freq")
-    chunks_table = _Flat("tables", "chunks")
-    elements_table = _Flat("tables", "global_elements")
-    server_id = _Flat("listener", "server_id")
-    batch_max_changes = _Flat("listener", "batch_max_changes")
-    batch_max_wait_ms = _Flat("listener", "batch_max_wait_ms")
-    leader_ttl_ms = _Flat("listener", "leader_ttl_ms")
-    max_in_flight = _Flat("listener", "max_in_flight")
-    redeliver_after_s = _Flat("listener", "redeliver_after_s")
-    fast_lane_max_keys = _Flat("listener", "fast_lane_max_keys")
-    metrics_port = _Flat("listener", "metrics_port")
-    worker_metrics_port = _Flat("metrics", "worker_port")
-    metrics_addr = _Flat("metrics", "addr")
-    max_lag_s = _Flat("status", "max_lag_s")
-    check_sample = _Flat("check", "sample")
-    check_every_s = _Flat("check", "every_s")
-    queue_prefix = _Flat("celery", "queue_prefix")
-
     @property
     def sources(self) -> tuple[MySQLSettings, ...]:
         return self.mysql_sources or (self.mysql,)
@@ -131,23 +87,6 @@ class Settings:
             f"Settings(mysql={self.mysql!r}, redis={redact_url(self.cache.url)!r}, "
             f"broker={redact_url(self.celery.broker_url)!r}, prefix={self.cache.key_prefix!r})"
         )
-
-
-_FLAT_NAMES = {name: value for name, value in vars(Settings).items() if isinstance(value, _Flat)}
-_generated_init = Settings.__init__
-
-
-def _init_with_flat_names(self: Settings, *args: Any, **kwargs: Any) -> None:
-    """Temporary: Settings(...) and dataclasses.replace(settings, ...) with old flat names."""
-    flat = {name: kwargs.pop(name) for name in list(kwargs) if name in _FLAT_NAMES}
-    _generated_init(self, *args, **kwargs)
-    for name, value in flat.items():
-        where = _FLAT_NAMES[name]
-        group = replace(getattr(self, where.group), **{where.name: value})
-        object.__setattr__(self, where.group, group)
-
-
-setattr(Settings, "__init__", _init_with_flat_names)  # noqa: B010
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:

@@ -70,17 +70,17 @@ class ReaderError(Exception):
 class Listener:
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
         self.settings = settings
-        self.name = f"listener[server_id={settings.server_id}]"
-        self.redis = connect_redis(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.name = f"listener[server_id={settings.listener.server_id}]"
+        self.redis = connect_redis(settings.cache.url, socket_timeout=10, socket_connect_timeout=5)
         # The lock is renewed by a thread of its own, on a connection of its own whose
         # timeout is below the lock's TTL (a hung renewal must not outlive the lock).
-        renew_timeout = max(0.2, settings.leader_ttl_ms / 2000.0)
+        renew_timeout = max(0.2, settings.listener.leader_ttl_ms / 2000.0)
         self.leadership = Leadership(
             self.redis,
-            settings.state_prefix,
-            settings.leader_ttl_ms,
+            settings.cache.state_prefix,
+            settings.listener.leader_ttl_ms,
             renew_client=connect_redis(
-                settings.redis_url,
+                settings.cache.url,
                 socket_timeout=renew_timeout,
                 socket_connect_timeout=renew_timeout,
             ),
@@ -93,7 +93,7 @@ class Listener:
         # Why the next cold start flushes (a lost checkpoint, or one that cannot be resumed).
         self._cold_start_kind = metrics.FLUSH_COLD_START
         # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
-        self.fast_lane = FastLane(settings) if settings.fast_lane_max_keys > 0 else None
+        self.fast_lane = FastLane(settings) if settings.listener.fast_lane_max_keys > 0 else None
         self._warmed_up = False
         self._took_lead_at = 0.0
 
@@ -223,7 +223,7 @@ class Listener:
             assert checkpoint is not None
             ledger = self._ledger(term, checkpoint, int(checkpoint.get("event_time") or 0))
             metrics.FRESHNESS.took(float(checkpoint.get("event_time") or 0))
-            if self.settings.warm_patterns:
+            if self.settings.warm.patterns:
                 self.publisher.warm_all()
         else:
             # The flush re-warms every pattern once it has swept.
@@ -297,7 +297,11 @@ class Listener:
     def _ledger(self, term: str, start: dict[str, Any] | None, event_time: int) -> Ledger:
         s = self.settings
         return Ledger(
-            term, start, event_time, limit=s.max_in_flight, redeliver_after=s.redeliver_after_s
+            term,
+            start,
+            event_time,
+            limit=s.listener.max_in_flight,
+            redeliver_after=s.listener.redeliver_after_s,
         )
 
     def _cold_start(self, term: str, position: dict[str, Any], why: str) -> Ledger:
@@ -335,7 +339,7 @@ class Listener:
         s = self.settings
         builder = BatchBuilder()
         tracker = _Tracker(self, ledger)
-        pacer = Pacer(s.batch_max_changes, s.batch_max_wait_ms / 1000.0)
+        pacer = Pacer(s.listener.batch_max_changes, s.listener.batch_max_wait_ms / 1000.0)
         warms_owed = False  # batches published behind skip their warms: one warm_all after
         fast = self.fast_lane
         fast_images: set[ElementImage] = set()  # read, not yet through the fast lane
@@ -382,7 +386,7 @@ class Listener:
             tracker.poll(now, waiting=builder.has_work and ledger.full)
             if warms_owed and self._caught_up(pacer, ledger, now, events):
                 warms_owed = False
-                if s.warm_patterns:
+                if s.warm.patterns:
                     self.publisher.warm_all()
             if not builder.complete:
                 continue
@@ -448,9 +452,9 @@ class Listener:
         )
         heartbeat.write(
             self.redis,
-            self.settings.state_prefix,
+            self.settings.cache.state_prefix,
             beat,
-            int(1000 * heartbeat.stale_after_s(self.settings.leader_ttl_ms)),
+            int(1000 * heartbeat.stale_after_s(self.settings.listener.leader_ttl_ms)),
         )
 
     def _wait(self, builder: BatchBuilder, ledger: Ledger) -> float:
@@ -471,7 +475,7 @@ class _Tracker:
     def __init__(self, listener: Listener, ledger: Ledger) -> None:
         self.listener = listener
         self.ledger = ledger
-        self.completion = Completion(listener.redis, listener.settings.state_prefix)
+        self.completion = Completion(listener.redis, listener.settings.cache.state_prefix)
         self.polled_at = 0.0
         self.checked_at = 0.0  # when the holders' heartbeats were last looked at
         self.saved_at = 0.0
@@ -501,7 +505,7 @@ class _Tracker:
         if not holders:
             return
         s = self.listener.settings
-        alive = liveness.alive(self.listener.redis, s.state_prefix, holders)
+        alive = liveness.alive(self.listener.redis, s.cache.state_prefix, holders)
         for entry in self.ledger.orphaned(alive, now):
             self._redeliver(entry, f"its worker {entry.holder} is dead")
 
@@ -520,7 +524,7 @@ class _Tracker:
         )
         self.listener.publisher.invalidate(batch)
         metrics.REDELIVERIES.inc()
-        stats.add(self.listener.redis, self.listener.settings.state_prefix, redeliveries=1)
+        stats.add(self.listener.redis, self.listener.settings.cache.state_prefix, redeliveries=1)
 
     def save_checkpoint(self, now: float, *, force: bool = False) -> None:
         position, event_time = self.ledger.checkpoint()
