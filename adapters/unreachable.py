@@ -55,7 +55,7 @@ def _describe_one(exc: BaseException, settings: Settings | None) -> str | None:
         amqp.exceptions.AccessRefused,
     )
     if isinstance(exc, broker_errors):
-        where = f"broker {redact_url(settings.broker_url)}" if settings else "broker"
+        where = f"broker {redact_url(settings.celery.broker_url)}" if settings else "broker"
         return f"{where}: {_cause(exc)}"
     if isinstance(exc, ssl.SSLError | ConnectionError | TimeoutError):
         return f"connection failed: {_cause(exc)}"
@@ -76,11 +76,11 @@ def _which_redis(exc: BaseException, settings: Settings | None) -> str:
     of `warm` lives there)."""
     if settings is None:
         return "Redis"
-    broker = settings.broker_url
-    elsewhere = _address(broker) != _address(settings.redis_url)
+    broker = settings.celery.broker_url
+    elsewhere = _address(broker) != _address(settings.cache.url)
     if broker.startswith(REDIS_SCHEMES) and elsewhere and _address(broker) in str(exc):
         return f"broker Redis {redact_url(broker)}"
-    return f"cache Redis {redact_url(settings.redis_url)}"
+    return f"cache Redis {redact_url(settings.cache.url)}"
 
 
 def _address(url: str) -> str:

@@ -95,7 +95,7 @@ class LeasedPrimerServer(PrimerServer):
 
     def store(self, key: str, value: bytes, token: str | None) -> None:
         if token is not None:
-            leases.fill(self.cache, key, token, value, self.env.settings.ttl_seconds)
+            leases.fill(self.cache, key, token, value, self.env.settings.cache.ttl_seconds)
 
 
 MODES = {

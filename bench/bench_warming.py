@@ -116,7 +116,7 @@ class PrimerServer:
         self.env = env
         self.conn = connect(mysql, env.database)
         self.source = self.conn if read_from is None else connect(read_from, env.database)
-        self.cache = redis.Redis.from_url(env.settings.redis_url)
+        self.cache = redis.Redis.from_url(env.settings.cache.url)
         self.clock = clock
         self.rng = random.Random(seed)
         self.patterns = patterns
@@ -128,7 +128,7 @@ class PrimerServer:
         return self.cache.get(key), None
 
     def store(self, key: str, value: bytes, token: str | None) -> None:
-        self.cache.set(key, value, ex=self.env.settings.ttl_seconds)
+        self.cache.set(key, value, ex=self.env.settings.cache.ttl_seconds)
 
     def read(self, query: Query | None = None) -> None:
         """Read `query` (by default one drawn from the patterns, by their weights)."""

@@ -11,6 +11,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import redis
+
+from adapters.redis import undecodable
+from adapters.redis.connection import connect_redis
 from cli.errors import OperationError
 from config import load_settings
 from config.secrets import redact_url
@@ -25,17 +29,12 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import redis
-
-    from adapters.redis import undecodable
-    from adapters.redis.connection import connect_redis
-
     settings = load_settings()
     try:
-        cache = connect_redis(settings.redis_url, socket_connect_timeout=5)
-        cleared = undecodable.acknowledge(cache, settings.state_prefix)
+        cache = connect_redis(settings.cache.url, socket_connect_timeout=5)
+        cleared = undecodable.acknowledge(cache, settings.cache.state_prefix)
     except redis.RedisError as exc:
-        raise OperationError(f"Redis at {redact_url(settings.redis_url)!r}: {exc}") from None
+        raise OperationError(f"Redis at {redact_url(settings.cache.url)!r}: {exc}") from None
     if cleared is None:
         print("no undecodable binlog events to acknowledge")
     else:

@@ -23,6 +23,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.consistency import check_cache
     from tasks.runtime import Runtime
 

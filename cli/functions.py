@@ -9,8 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import redis
+
+from adapters.redis.connection import RedisConnectError, connect_redis
+from adapters.redis.lease_library import FILL, LIBRARY_NAME, READ
+from adapters.redis.leases import LeaseLibraryError, load_library
 from cli.errors import OperationError
 from config import load_settings
+from config.secrets import redact_url
 
 
 def register(commands: Any) -> None:
@@ -23,17 +29,10 @@ def register(commands: Any) -> None:
 
 
 def run_load(args: argparse.Namespace) -> int:
-    import redis
-
-    from adapters.redis.connection import RedisConnectError, connect_redis
-    from adapters.redis.lease_library import FILL, LIBRARY_NAME, READ
-    from adapters.redis.leases import LeaseLibraryError, load_library
-    from config.secrets import redact_url
-
     settings = load_settings()
-    where = redact_url(settings.redis_url)
+    where = redact_url(settings.cache.url)
     try:
-        load_library(connect_redis(settings.redis_url, socket_connect_timeout=5))
+        load_library(connect_redis(settings.cache.url, socket_connect_timeout=5))
     except (LeaseLibraryError, RedisConnectError) as exc:
         raise OperationError(str(exc)) from None
     except redis.RedisError as exc:

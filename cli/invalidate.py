@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cli.errors import OperationError, UsageError
 from config import load_settings
-
-if TYPE_CHECKING:
-    from core.keys import KeyFilter
+from core.batch import Batch
+from core.keys import KeyFilter
+from core.predicate import ElementImage, category_listed
 
 
 def register(commands: Any) -> None:
@@ -35,8 +35,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.batch import Batch
-    from core.predicate import ElementImage, category_listed
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.elements import element_images
     from tasks.invalidation import run_invalidation
     from tasks.runtime import Runtime

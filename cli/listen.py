@@ -7,6 +7,10 @@ import logging
 import sys
 from typing import Any
 
+import redis
+
+from adapters.mysql.replicas import ReplicaError
+from adapters.redis.leases import LeaseLibraryError, load_library
 from config import Settings, load_settings
 
 
@@ -19,14 +23,14 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     settings = load_settings()
-    from adapters.mysql.replicas import ReplicaError
+    # Deferred: the binlog reader is for this command alone (cli/__init__.py).
     from worker.listener import Listener
     from worker.metrics import serve
     from worker.server_check import ServerSettingsError
 
     # A loop that has not turned for three lock TTLs (at least 30 s) is stuck or reconnecting.
-    stall_s = max(30.0, 3 * settings.leader_ttl_ms / 1000)
-    serve(settings.metrics_port, settings.max_lag_s, stall_s, settings.metrics_addr)
+    stall_s = max(30.0, 3 * settings.listener.leader_ttl_ms / 1000)
+    serve(settings.listener.metrics_port, settings.status.max_lag_s, stall_s, settings.metrics.addr)
     listener = Listener(settings)
     listener.install_signal_handlers()
     _warn_if_broker_evicts(settings)
@@ -43,10 +47,6 @@ def run(args: argparse.Namespace) -> int:
 def _load_lease_library(listener: Any) -> bool:
     """The primer server's fills and the warms need the lease functions: load them (the
     worker does too); False, with the reason on stderr, on a Redis without functions."""
-    import redis
-
-    from adapters.redis.leases import LeaseLibraryError, load_library
-
     try:
         load_library(listener.redis)
     except LeaseLibraryError as exc:
@@ -58,6 +58,7 @@ def _load_lease_library(listener: Any) -> bool:
 
 
 def _warn_if_broker_evicts(settings: Settings) -> None:
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.health import broker_eviction_warning
 
     warning = broker_eviction_warning(settings)

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
+
+import pymysql
 
 from cli.errors import OperationError, UsageError
 from config import Settings, load_settings
-from core.partition_plan import DROP_AT_ONCE, drop_listing
+from core.partition_plan import DROP_AT_ONCE, PartitionError, drop_listing
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # deferred at run time: see cli/__init__.py
     from tasks.partitions import Result
 
-# The same ranges the [partitions] settings accept (config/settings.py).
+# The same ranges the [partitions] settings accept (config/groups.py).
 MONTHS_AHEAD_RANGE = range(0, 121)
 RETAIN_MONTHS_RANGE = range(1, 1201)
 
@@ -62,12 +66,10 @@ def run_ensure(args: argparse.Namespace) -> int:
     _check_range("--months-ahead", args.months_ahead, MONTHS_AHEAD_RANGE)
     _check_range("--retain-months", args.retain_months, RETAIN_MONTHS_RANGE)
     settings = load_settings()
-    import pymysql
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    from tasks.partitions import ensure_from_settings
 
-    from core.partition_plan import PartitionError
-    from tasks.partitions import DatabaseUnavailable, ensure_from_settings
-
-    try:
+    with _mysql_failures(settings):
         result = ensure_from_settings(
             settings,
             months_ahead=args.months_ahead,
@@ -75,30 +77,33 @@ def run_ensure(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             allow_drop_rows=True if args.allow_drop_rows else None,
         )
-    except PartitionError as exc:
-        raise OperationError(str(exc)) from exc
-    except DatabaseUnavailable as exc:
-        raise OperationError(f"MySQL {settings.mysql.url()}: {exc}") from exc
-    except pymysql.MySQLError as exc:
-        raise OperationError(_mysql_failure(settings, exc)) from exc
-
     if result.doomed:
         verb = "would drop" if result.drop_refused or result.dry_run else "drops"
         print(f"-- {result.table}: retention {verb} these partitions and their rows:")
         for line in drop_listing(result.doomed):
             print(f"-- {line.strip()}")
     if result.dry_run:
-        print(
-            f"-- {result.table}: dry run, nothing changed; rows in the MAXVALUE partition:"
-            f" {result.future_rows}"
-        )
-        for statement in result.statements:
-            print(f"{statement};")
-        if not result.statements:
-            print(f"-- nothing to do: partitions present through {result.through}")
-        if result.drop_refused:
-            print(f"-- the drop needs --allow-drop-rows: {_why_refused(result)}")
+        _print_dry_run(result)
         return 0
+    return _report(result)
+
+
+def _print_dry_run(result: Result) -> None:
+    """The DDL a run would execute, as SQL the operator can read or paste."""
+    print(
+        f"-- {result.table}: dry run, nothing changed; rows in the MAXVALUE partition:"
+        f" {result.future_rows}"
+    )
+    for statement in result.statements:
+        print(f"{statement};")
+    if not result.statements:
+        print(f"-- nothing to do: partitions present through {result.through}")
+    if result.drop_refused:
+        print(f"-- the drop needs --allow-drop-rows: {_why_refused(result)}")
+
+
+def _report(result: Result) -> int:
+    """What a real run did; OperationError when it could not do all it was asked."""
     if result.skipped:
         raise OperationError(f"{result.table}: another run held the run lock; nothing done")
     if not result.statements:
@@ -127,22 +132,13 @@ def _why_refused(result: Result) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     settings = load_settings()
-    import pymysql
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    from tasks.partitions import list_partitions
 
-    from core.partition_plan import PartitionError
-    from tasks.partitions import DatabaseUnavailable, list_partitions
-
-    try:
+    with _mysql_failures(settings):
         listing = list_partitions(
             settings.mysql, settings.mysql.database, settings.partitions.table
         )
-    except PartitionError as exc:
-        raise OperationError(str(exc)) from exc
-    except DatabaseUnavailable as exc:
-        raise OperationError(f"MySQL {settings.mysql.url()}: {exc}") from exc
-    except pymysql.MySQLError as exc:
-        raise OperationError(_mysql_failure(settings, exc)) from exc
-
     print(f"{listing.table}: {listing.form or 'unsupported partitioning'}")
     rows = [("PARTITION", "HOLDS", "LESS THAN", "ROWS (estimate)")]
     rows += [(p.name, p.holds, p.bound, str(p.rows)) for p in listing.partitions]
@@ -162,6 +158,18 @@ def _check_range(option: str, value: int | None, allowed: range) -> None:
         )
 
 
-def _mysql_failure(settings: Settings, exc: Exception) -> str:
-    table = f"{settings.mysql.database}.{settings.partitions.table}"
-    return f"partitions of {table}: MySQL {settings.mysql.url()}: {exc}"
+@contextmanager
+def _mysql_failures(settings: Settings) -> Iterator[None]:
+    """A bad table or a MySQL failure as an OperationError naming the table and the server."""
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    from tasks.partitions import DatabaseUnavailable
+
+    try:
+        yield
+    except PartitionError as exc:
+        raise OperationError(str(exc)) from exc
+    except DatabaseUnavailable as exc:
+        raise OperationError(f"MySQL {settings.mysql.url()}: {exc}") from exc
+    except pymysql.MySQLError as exc:
+        table = f"{settings.mysql.database}.{settings.partitions.table}"
+        raise OperationError(f"partitions of {table}: MySQL {settings.mysql.url()}: {exc}") from exc

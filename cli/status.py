@@ -25,9 +25,15 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+import pymysql
+from kombu.exceptions import ChannelError
+
 from adapters import unreachable
-from adapters.redis import heartbeat
+from adapters.redis import heartbeat, undecodable
+from adapters.redis.connection import connect_redis
 from config import Settings, load_settings
+from core.keys import KeyFormat, checkpoint_key, leader_key
+from core.partition_plan import PartitionError, headroom_months, understand
 
 WARM_GRACE_S = 2.0  # how long a warm key may be absent (deleted, re-warm on its way)
 
@@ -43,7 +49,7 @@ def register(commands: Any) -> None:
 def collect(settings: Settings | None = None) -> dict[str, Any]:
     """What `status` shows. A server that cannot be reached is a problem in the answer (its
     parts stay empty), never an exception: monitoring parses the JSON whatever is down."""
-    from tasks.app import QUEUES
+    from tasks.app import QUEUES  # deferred: see cli/__init__.py
 
     settings = settings or load_settings()
     info: dict[str, Any] = {
@@ -52,7 +58,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
         "leader": None,
         "lag_seconds": None,
         "heartbeat_age_seconds": None,
-        "max_lag_seconds": settings.max_lag_s,
+        "max_lag_seconds": settings.status.max_lag_s,
         "checkpoint": None,
         "seconds_since_last_event": None,
         "seconds_since_checkpoint": None,
@@ -72,7 +78,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
     except Exception as exc:
         info["unreachable"].append(_unreachable(exc, settings))
     info["partitions"] = _partitions(settings)
-    problems = health_problems(info, settings.leader_ttl_ms)
+    problems = health_problems(info, settings.listener.leader_ttl_ms)
     return {"healthy": not problems, "problems": problems, **info}
 
 
@@ -86,18 +92,15 @@ def _unreachable(exc: Exception, settings: Settings) -> str:
 
 def _from_cache(settings: Settings) -> dict[str, Any]:
     """The parts of the status the cache Redis holds."""
-    from adapters.redis import heartbeat, undecodable
-    from adapters.redis.connection import connect_redis
-    from core.keys import KeyFormat, checkpoint_key, leader_key
-    from tasks.metrics import stats_key
+    from tasks.metrics import stats_key  # deferred: see cli/__init__.py
 
-    cache = connect_redis(settings.redis_url, socket_connect_timeout=5, socket_timeout=10)
-    prefix = settings.state_prefix
+    cache = connect_redis(settings.cache.url, socket_connect_timeout=5, socket_timeout=10)
+    prefix = settings.cache.state_prefix
     raw = cache.get(checkpoint_key(prefix))
     checkpoint = json.loads(raw) if raw else None
     now = time.time()
-    keys = KeyFormat(settings.key_prefix, settings.key_template)
-    warm = _warm_keys(cache, [keys.build(q) for q in settings.warm_patterns])
+    keys = KeyFormat(settings.cache.key_prefix, settings.cache.key_template)
+    warm = _warm_keys(cache, [keys.build(q) for q in settings.warm.patterns])
     leader = cache.get(leader_key(prefix))
     beat = heartbeat.read(cache, prefix)
     event_time = (checkpoint or {}).get("event_time") or 0
@@ -180,9 +183,7 @@ def _warm_keys(cache: Any, keys: list[str]) -> dict[str, bool]:
 
 def _partitions(settings: Settings) -> dict[str, Any]:
     """The managed table's partition headroom in months, read from information_schema."""
-    import pymysql
-
-    from core.partition_plan import PartitionError, headroom_months, understand
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.partitions import read_partitioning
     from tasks.runtime import connect_mysql
 
@@ -207,12 +208,10 @@ def _partitions(settings: Settings) -> dict[str, Any]:
 def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int | None]:
     """Messages waiting in each queue, on a Redis broker or RabbitMQ alike (a passive
     declare); None for a queue the broker does not have (no worker declared it yet)."""
-    from kombu.exceptions import ChannelError
-
-    from tasks.app import app, kombu_broker
+    from tasks.app import app, kombu_broker  # deferred: see cli/__init__.py
 
     depths: dict[str, int | None] = {}
-    url, sentinel = kombu_broker(settings.broker_url)
+    url, sentinel = kombu_broker(settings.celery.broker_url)
     options = {**app.conf.broker_transport_options, **sentinel}
     with app.connection_for_read(url=url, transport_options=options) as conn:
         conn.ensure_connection(max_retries=1)

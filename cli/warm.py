@@ -68,11 +68,12 @@ def pattern_from_args(args: argparse.Namespace) -> Query | None:
 def run(args: argparse.Namespace) -> int:
     query = pattern_from_args(args)
     settings = load_settings()
+    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.runtime import Runtime
     from tasks.warming import enqueue_warms
 
     rt = Runtime(settings)
-    queries = settings.warm_patterns if query is None else (query,)
+    queries = settings.warm.patterns if query is None else (query,)
     if not queries:
         print("no warm patterns configured ([[warm.patterns]] is empty)")
         return 0
@@ -89,13 +90,14 @@ def _reach_broker() -> None:
     """Connect to the broker once before sending: a broker away is then one line (cli.main),
     not Celery's result backend retrying for 20 s with a line per attempt (with a Redis
     broker the results live on the broker's Redis too)."""
-    from tasks.app import app
+    from tasks.app import app  # deferred: see cli/__init__.py
 
     with app.connection_for_write() as conn:
         conn.ensure_connection(max_retries=1)
 
 
 def _wait(sent: list[dict], timeout: float) -> int:
+    # Deferred: Celery, for this command alone; tasks/ builds its app (cli/__init__.py).
     from celery.exceptions import TimeoutError as ResultTimeout
 
     from tasks.app import app

@@ -1,7 +1,7 @@
 """The read replicas the primer server reads from: `PRIMER_REPLICA_URLS` or `[replicas]`.
 
-Invalidation waits until every replica has applied a batch before it sweeps (DESIGN §4), so a
-miss served from a lagging replica cannot refill the cache with the old answer.
+Invalidation waits until every replica has applied a batch before it sweeps, so a miss served
+from a lagging replica cannot refill the cache with the old answer.
 """
 
 from __future__ import annotations

@@ -102,9 +102,9 @@ class SeedPlanCache:
         l1_ttl_s: float = 300.0,
         ttl_s: int = 3600,
     ) -> None:
-        self.keys = KeyFormat(settings.key_prefix, settings.key_template)
-        self.compression = settings.compression
-        self.redis = aioredis.Redis.from_url(settings.redis_url, socket_timeout=2.0)
+        self.keys = KeyFormat(settings.cache.key_prefix, settings.cache.key_template)
+        self.compression = settings.cache.compression
+        self.redis = aioredis.Redis.from_url(settings.cache.url, socket_timeout=2.0)
         self.l1: OrderedDict[str, tuple[float, dict]] = OrderedDict()
         self.l1_size = l1_size
         self.l1_ttl_s = l1_ttl_s
@@ -175,11 +175,11 @@ class ClientCache:
     def __init__(self, settings: Settings, **options: Any) -> None:
         # The sidecar's settings, so that both sides build the same keys and values.
         self.client = AsyncPrimerCache(
-            url=settings.redis_url,
-            prefix=settings.key_prefix,
-            key_template=settings.key_template,
-            compression=settings.compression,
-            ttl_s=settings.ttl_seconds,
+            url=settings.cache.url,
+            prefix=settings.cache.key_prefix,
+            key_template=settings.cache.key_template,
+            compression=settings.cache.compression,
+            ttl_s=settings.cache.ttl_seconds,
             **options,
         )
 
@@ -219,7 +219,7 @@ def make_cache(mode: str, settings: Settings) -> ResponseCache:
     if mode == "ceiling":
         return CeilingCache()
     if mode == "seed":
-        return SeedPlanCache(settings, ttl_s=settings.ttl_seconds)
+        return SeedPlanCache(settings, ttl_s=settings.cache.ttl_seconds)
     if mode == "primer-cache":
         return ClientCache(settings)
     raise ValueError(f"cache mode {mode!r} is not one of {', '.join(CACHE_MODES)}")

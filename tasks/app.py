@@ -45,7 +45,7 @@ settings = _settings()
 
 def queue_name(settings: Settings, family: str) -> str:
     """The queue of a task family ("invalidate", "warm", "maintenance") under these settings."""
-    return f"{settings.queue_prefix}.{family}"
+    return f"{settings.celery.queue_prefix}.{family}"
 
 
 INVALIDATE_QUEUE = queue_name(settings, "invalidate")
@@ -77,8 +77,8 @@ def result_backend(broker_url: str) -> str:
     return "rpc://"
 
 
-BROKER_URL, SENTINEL_OPTIONS = kombu_broker(settings.broker_url)
-app = Celery("primer_cache", broker=BROKER_URL, backend=result_backend(settings.broker_url))
+BROKER_URL, SENTINEL_OPTIONS = kombu_broker(settings.celery.broker_url)
+app = Celery("primer_cache", broker=BROKER_URL, backend=result_backend(settings.celery.broker_url))
 app.conf.update(
     # JSON only: no pickle on the wire.
     task_serializer="json",
@@ -138,7 +138,7 @@ def send(name: str, args: list[Any], queue: str, countdown: float | None = None)
 app.conf.beat_schedule = {
     "warm-all-before-ttl": {
         "task": WARM_ALL_TASK,
-        "schedule": float(settings.warm_refresh_seconds),
+        "schedule": float(settings.warm.refresh_seconds),
         "options": {"queue": WARM_QUEUE},
     },
     "ensure-partitions-daily": {
@@ -146,11 +146,11 @@ app.conf.beat_schedule = {
         "schedule": crontab(minute=7, hour=settings.partitions.schedule_hour),
     },
 }
-if settings.check_sample:
+if settings.check.sample:
     # The continuous consistency check (off by default): a random sample of cached keys.
     app.conf.beat_schedule["check-sample"] = {
         "task": CHECK_TASK,
-        "schedule": float(settings.check_every_s),
+        "schedule": float(settings.check.every_s),
         "options": {"queue": MAINTENANCE_QUEUE},
     }
 
@@ -195,7 +195,7 @@ def _load_lease_library(**_: object) -> None:
     from adapters.redis.leases import LeaseLibraryError, load_library
 
     try:
-        load_library(connect_redis(settings.redis_url, socket_connect_timeout=5))
+        load_library(connect_redis(settings.cache.url, socket_connect_timeout=5))
     except LeaseLibraryError as exc:
         print(f"primer-cache worker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
@@ -209,10 +209,10 @@ def _load_lease_library(**_: object) -> None:
 @worker_init.connect
 def _serve_metrics(**_: object) -> None:
     # The main process, before the pool forks: it serves what every child records.
-    if settings.worker_metrics_port:
+    if settings.metrics.worker_port:
         from tasks import metrics
 
-        metrics.serve(settings.worker_metrics_port, settings.redis_url, settings.metrics_addr)
+        metrics.serve(settings.metrics.worker_port, settings.cache.url, settings.metrics.addr)
 
 
 @worker_ready.connect

@@ -85,7 +85,7 @@ def check_cache(
             result.stale.append(key)
         elif verdict == "undecodable":
             result.undecodable.append(key)
-    warm_keys = [rt.keys.build(query) for query in rt.settings.warm_patterns]
+    warm_keys = [rt.keys.build(query) for query in rt.settings.warm.patterns]
     pipe = rt.redis.pipeline(transaction=False)
     for key in warm_keys:
         pipe.exists(key)
@@ -120,7 +120,7 @@ def _verdict(rt: Runtime, parsed: ParsedKey, cached: bytes | str) -> str:
     query = _query_of(parsed, held)
     # Through JSON and back, so both sides hold the same Python types.
     fresh = decode(encode(fresh_response(rt.db(), rt.settings, query), compression=False))
-    ignored = rt.settings.ignored_columns
+    ignored = rt.settings.cache.ignored_columns
     return "fresh" if comparable(held, ignored) == comparable(fresh, ignored) else "stale"
 
 
@@ -156,7 +156,7 @@ def export(result: CheckResult) -> None:
 def check_sample(sample: int | None = None) -> dict[str, Any]:
     """Beat's periodic check of `check.sample` random keys; exports and logs what it found."""
     rt = runtime()
-    result = check_cache(rt, sample or rt.settings.check_sample or None)
+    result = check_cache(rt, sample or rt.settings.check.sample or None)
     export(result)
     report = log.info if result.ok else log.error
     report(

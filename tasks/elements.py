@@ -25,7 +25,7 @@ def chunk_images(
     for start in range(0, len(ids), 500):
         part = ids[start : start + 500]
         marks = ", ".join(["%s"] * len(part))
-        table = settings.chunks_table
+        table = settings.tables.chunks
         sql = f"SELECT {_IMAGE_COLUMNS} FROM `{table}` c WHERE c.chunk_id IN ({marks})"
         with conn.cursor(DictCursor) as cur:
             cur.execute(sql, part)
@@ -39,8 +39,8 @@ def element_images(
     """Images for an operator's `--element ID`: a chunk_id or a global element_id.
     None when neither exists."""
     sql = (
-        f"SELECT {_IMAGE_COLUMNS} FROM `{settings.chunks_table}` c "
-        f"LEFT JOIN `{settings.elements_table}` ge ON ge.chunk_id = c.chunk_id "
+        f"SELECT {_IMAGE_COLUMNS} FROM `{settings.tables.chunks}` c "
+        f"LEFT JOIN `{settings.tables.global_elements}` ge ON ge.chunk_id = c.chunk_id "
         "WHERE c.chunk_id = %s OR ge.element_id = %s"
     )
     with conn.cursor(DictCursor) as cur:

@@ -17,10 +17,12 @@ log = logging.getLogger(__name__)
 
 def broker_eviction_warning(settings: Settings) -> str | None:
     """A loud warning when the broker is a Redis that may evict keys (Celery loses messages)."""
-    if not settings.broker_url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel:")):
+    if not settings.celery.broker_url.startswith(
+        ("redis://", "rediss://", "unix://", "redis+sentinel:")
+    ):
         return None
     try:
-        client = connect_redis(settings.broker_url, socket_connect_timeout=3)
+        client = connect_redis(settings.celery.broker_url, socket_connect_timeout=3)
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
     except (redis.RedisError, RedisConnectError):
         # unreachable, or CONFIG refused (a least-privilege ACL user): quiet, the connection
@@ -28,7 +30,8 @@ def broker_eviction_warning(settings: Settings) -> str | None:
         return None
     if policy and policy != "noeviction" and not policy.startswith("volatile"):
         return (
-            f"!!! BROKER REDIS {redact_url(settings.broker_url)} HAS maxmemory-policy={policy}: "
+            f"!!! BROKER REDIS {redact_url(settings.celery.broker_url)} HAS "
+            f"maxmemory-policy={policy}: "
             "it may evict queued tasks and lose invalidations. "
             "Use a broker Redis with noeviction. !!!"
         )

@@ -73,7 +73,7 @@ def run_invalidation(
     # The keys the last sweep left that this batch affects go first (one UNLINK); the sweep
     # below stays the ground truth and finds the rest.
     known = (
-        known_for(rt.settings.redis_url, rt.keys)
+        known_for(rt.settings.cache.url, rt.keys)
         if not dry_run and index is not None and doomed is None
         else None
     )
@@ -130,12 +130,12 @@ def run_invalidation(
         )
     if not dry_run:
         metrics.record_sweep(
-            rt.redis, rt.settings.state_prefix, result, time.perf_counter() - started
+            rt.redis, rt.settings.cache.state_prefix, result, time.perf_counter() - started
         )
         warming.after_invalidation(rt, index, behind=batch.behind)
         if heat is not None:
             warm_keys = {rt.keys.build(q) for q in warming.affected_patterns(rt.settings, index)}
-            chosen = refresh.hottest(result, heat, rt.settings.refresh_max_keys, warm_keys)
+            chosen = refresh.hottest(result, heat, rt.settings.refresh.max_keys, warm_keys)
             # The warm task fills the warm patterns' keys under its own lease (unless behind).
             warmed = set() if batch.behind else warm_keys
             refresh.schedule(rt, chosen, result.held, warmed=warmed)
@@ -150,7 +150,7 @@ def queue_second_pass(rt: Runtime, batch: Batch) -> bool:
             INVALIDATE_TASK,
             [replace(batch, second_pass=True).to_json()],
             queue_name(rt.settings, "invalidate"),
-            countdown=rt.settings.second_pass_ms / 1000,
+            countdown=rt.settings.cache.second_pass_ms / 1000,
         )
     except BrokerError as exc:
         # Not done, so not reported: the listener publishes the batch again at its deadline.
@@ -185,7 +185,7 @@ def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> tuple[Sweep
     result = run_invalidation(rt, flush)
     stats.add(
         rt.redis,
-        rt.settings.state_prefix,
+        rt.settings.cache.state_prefix,
         fallback_flushes=1,
         **{f"fallback_flushes:{reason}": 1},
     )
@@ -197,7 +197,7 @@ def fallback_flush(rt: Runtime, batch: Batch, exc: BaseException) -> tuple[Sweep
 def finish(rt: Runtime, completion: Completion, batch: Batch) -> None:
     """After a pass ran: report the batch done, or its second pass queued (which then
     completes it)."""
-    if batch.second_pass or rt.settings.second_pass_ms <= 0:
+    if batch.second_pass or rt.settings.cache.second_pass_ms <= 0:
         report_done(rt, completion, batch)
     elif queue_second_pass(rt, batch):
         completion.progress(batch)
@@ -226,7 +226,7 @@ def report_done(rt: Runtime, completion: Completion, batch: Batch) -> None:
 )
 def invalidate(payload: dict) -> dict:
     rt = runtime()
-    completion = Completion(rt.redis, rt.settings.state_prefix)
+    completion = Completion(rt.redis, rt.settings.cache.state_prefix)
     batch = _identity(payload)
     try:
         batch = Batch.from_json(payload)
@@ -266,14 +266,14 @@ def replica_followup(payload: dict, late: list[str], attempt: int) -> None:
     off) while any of them has not, reporting progress. Never blocks the batches behind it.
     The last of these passes finishes the batch (its second pass, then done)."""
     rt = runtime()
-    completion = Completion(rt.redis, rt.settings.state_prefix)
+    completion = Completion(rt.redis, rt.settings.cache.state_prefix)
     batch = _identity(payload)
     try:
         batch = Batch.from_json(payload)
         caught_up, still = poll_late(rt, batch, late)
         if caught_up:
             result = run_invalidation(rt, batch)
-            metrics.record_replica_followup_sweep(rt.redis, rt.settings.state_prefix)
+            metrics.record_replica_followup_sweep(rt.redis, rt.settings.cache.state_prefix)
             log.info(
                 "follow-up pass %d of batch %s: read replicas %s have GTID %s; "
                 "swept again (%d keys deleted)",

@@ -32,9 +32,9 @@ LOG_EVERY_S = 60.0  # a heartbeat that cannot be written is logged at most this 
 class WorkerBeat(threading.Thread):
     def __init__(self, settings: Settings) -> None:
         super().__init__(name="worker-heartbeat", daemon=True)
-        self.state_prefix = settings.state_prefix
+        self.state_prefix = settings.cache.state_prefix
         self.node = liveness.node_name()
-        self.redis_url = settings.redis_url
+        self.redis_url = settings.cache.url
         self.received: queue.Queue[Batch] = queue.Queue()
         self._logged_at = float("-inf")
 

@@ -43,7 +43,7 @@ LEASE_MS = 10_000
 
 def heat_probe(rt: Runtime) -> Heat | None:
     """The probe for this Redis's eviction policy; None when refresh is off."""
-    if rt.settings.refresh_max_keys <= 0:
+    if rt.settings.refresh.max_keys <= 0:
         return None
     return heat_of(rt.settings, _lfu(rt))
 
@@ -55,7 +55,7 @@ _policies: dict[str, tuple[float, bool]] = {}
 
 
 def _lfu(rt: Runtime) -> bool:
-    url, now = rt.settings.redis_url, time.monotonic()
+    url, now = rt.settings.cache.url, time.monotonic()
     cached = _policies.get(url)
     if cached is not None and now - cached[0] < _POLICY_TTL_S:
         return cached[1]
@@ -154,7 +154,7 @@ def _query_of(rt: Runtime, key: str, underscored: bool) -> Query | None:
 def _underscored_categories(rt: Runtime) -> bool:
     with rt.db().cursor() as cur:
         cur.execute(
-            f"SELECT 1 FROM `{rt.settings.chunks_table}` WHERE element_category LIKE %s LIMIT 1",
+            f"SELECT 1 FROM `{rt.settings.tables.chunks}` WHERE element_category LIKE %s LIMIT 1",
             ("%\\_%",),
         )
         return cur.fetchone() is not None
@@ -173,9 +173,10 @@ def _refresh_group(rt: Runtime, members: list[tuple[str, Query]], result: Refres
             result.skipped += 1
             continue
         value = encode(
-            build_response(query, rows[: query.limit], now), compression=rt.settings.compression
+            build_response(query, rows[: query.limit], now),
+            compression=rt.settings.cache.compression,
         )
-        if leases.fill(client, key, token, value, rt.settings.ttl_seconds):
+        if leases.fill(client, key, token, value, rt.settings.cache.ttl_seconds):
             result.refreshed += 1
         else:
             result.refused += 1
@@ -186,5 +187,7 @@ def _refresh_group(rt: Runtime, members: list[tuple[str, Query]], result: Refres
 def refresh(keys: list[str], held: dict[str, str] | None = None) -> dict:
     rt = runtime()
     result = refresh_keys(rt, [str(key) for key in keys], held)
-    metrics.record_refresh(rt.redis, rt.settings.state_prefix, result.refreshed, result.refused)
+    metrics.record_refresh(
+        rt.redis, rt.settings.cache.state_prefix, result.refreshed, result.refused
+    )
     return result.to_json()

@@ -61,7 +61,7 @@ def send_followup(rt: Runtime, batch: Batch, late: list[str], attempt: int) -> N
     """Schedule the next follow-up poll of `late` for `batch`. A broker error propagates: the
     task that calls this retries (the follow-up is the only thing that fixes later fills)."""
     if attempt == 1:
-        metrics.record_replica_followup(rt.redis, rt.settings.state_prefix)
+        metrics.record_replica_followup(rt.redis, rt.settings.cache.state_prefix)
     send(
         REPLICA_FOLLOWUP_TASK,
         [batch.to_json(), late, attempt],

@@ -23,7 +23,7 @@ from core.keys import KeyFormat
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.keys = KeyFormat(settings.key_prefix, settings.key_template)
+        self.keys = KeyFormat(settings.cache.key_prefix, settings.cache.key_template)
         self._pid = os.getpid()
         self._redis: redis.Redis | None = None
         self._db: pymysql.Connection | None = None
@@ -43,7 +43,7 @@ class Runtime:
         self._check_fork()
         if self._redis is None:
             self._redis = connect_redis(
-                self.settings.redis_url,
+                self.settings.cache.url,
                 socket_timeout=30,
                 socket_connect_timeout=5,
                 health_check_interval=30,
@@ -56,7 +56,9 @@ class Runtime:
         self._check_fork()
         if self._ack is None:
             s = self.settings
-            self._ack = ReplicaAck(self.redis, s.state_prefix, s.wait_replicas, s.wait_timeout_ms)
+            self._ack = ReplicaAck(
+                self.redis, s.cache.state_prefix, s.cache.wait_replicas, s.cache.wait_timeout_ms
+            )
         return self._ack
 
     @property

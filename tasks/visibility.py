@@ -55,8 +55,8 @@ def wait_for_commits(rt: Runtime, batch: Batch) -> bool:
     with conn.cursor() as cur:
         cur.execute(f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT_S}")
     for table, ids in (
-        (settings.chunks_table, batch.changed),
-        (settings.elements_table, batch.chunk_refs),
+        (settings.tables.chunks, batch.changed),
+        (settings.tables.global_elements, batch.chunk_refs),
     ):
         for part in _parts(ids):
             if not _lock_read(conn, table, part, deadline):

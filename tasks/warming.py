@@ -140,7 +140,7 @@ def _warm_query(
     write) exist for tests that force the race; the Celery task never passes them.
     """
     key = rt.keys.build(query)
-    names = _StateKeys.of(rt.settings.state_prefix, key)
+    names = _StateKeys.of(rt.settings.cache.state_prefix, key)
     token = uuid.uuid4().hex
     started = time.perf_counter()
     client = rt.redis
@@ -160,16 +160,16 @@ def _warm_query(
             rows = fetch_rows(rt.db(), rt.settings, query)
             value = encode(
                 build_response(query, rows, datetime.now(UTC)),
-                compression=rt.settings.compression,
+                compression=rt.settings.cache.compression,
             )
             if before_write is not None:
                 before_write(run)
             if guard:
                 written = lease is not None and leases.fill(
-                    client, key, lease, value, rt.settings.ttl_seconds
+                    client, key, lease, value, rt.settings.cache.ttl_seconds
                 )
             else:
-                written = bool(client.set(key, value, ex=rt.settings.ttl_seconds))
+                written = bool(client.set(key, value, ex=rt.settings.cache.ttl_seconds))
             if not written:
                 aborts += 1
                 metrics.GUARD_REFUSALS.inc()
@@ -214,7 +214,7 @@ def _release(client: redis.Redis, names: _StateKeys, token: str) -> None:
 
 def affected_patterns(settings: Settings, index: ChangeIndex | None) -> list[Query]:
     """The configured warm patterns a batch affects (every one for a flush)."""
-    return [q for q in settings.warm_patterns if index is None or index.affects(KeyFilter.of(q))]
+    return [q for q in settings.warm.patterns if index is None or index.affects(KeyFilter.of(q))]
 
 
 def after_invalidation(rt: Runtime, index: ChangeIndex | None, *, behind: bool = False) -> None:
@@ -268,7 +268,7 @@ def warm(self: Any, params: dict) -> dict:
 def warm_all() -> list[dict]:
     """Enqueue one warm task per configured pattern (each retries and collapses on its own)."""
     rt = runtime()
-    return enqueue_warms(rt, rt.settings.warm_patterns)
+    return enqueue_warms(rt, rt.settings.warm.patterns)
 
 
 def enqueue_warms(rt: Runtime, queries: Iterable[Query]) -> list[dict]:

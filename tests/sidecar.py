@@ -197,7 +197,7 @@ class Sidecar:
         for proc in reversed(self.processes):
             proc.stop()
         delete_prefix(self.redis, f"{self.tag}:")
-        delete_queues(self.settings.broker_url, self.queues)
+        delete_queues(self.settings.celery.broker_url, self.queues)
 
     def cli(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
         return cli(self.env, *args, timeout=timeout)

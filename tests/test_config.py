@@ -15,17 +15,17 @@ GOOD = {"PRIMER_MYSQL_URL": "mysql://u:secret@db.example:3307/megamind"}
 
 def test_defaults_reproduce_the_seed() -> None:
     s = load_settings(GOOD)
-    assert s.key_prefix == "megamind:primer:"
-    assert s.ttl_seconds == 3600 and s.compression is True
-    assert s.warm_patterns == SEED_WARM_PATTERNS
-    assert s.ignored_columns == {"access_count", "last_accessed", "updated_at"}
+    assert s.cache.key_prefix == "megamind:primer:"
+    assert s.cache.ttl_seconds == 3600 and s.cache.compression is True
+    assert s.warm.patterns == SEED_WARM_PATTERNS
+    assert s.cache.ignored_columns == {"access_count", "last_accessed", "updated_at"}
     assert (s.mysql.host, s.mysql.port, s.mysql.user, s.mysql.database) == (
         "db.example",
         3307,
         "u",
         "megamind",
     )
-    assert s.broker_url == "redis://127.0.0.1:6379/1"  # the cache Redis, next db
+    assert s.celery.broker_url == "redis://127.0.0.1:6379/1"  # the cache Redis, next db
     assert "secret" not in repr(s) and "secret" not in repr(s.mysql)
 
 
@@ -123,8 +123,8 @@ def test_refresh_settings_are_checked_and_named(tmp_path: Path) -> None:
     assert "overlaps the lease keys'" in text
     toml.write_text("[refresh]\nmax_keys = 0\nidle_seconds = 5\n")
     s = load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
-    assert (s.refresh_max_keys, s.refresh_idle_seconds) == (0, 5)
-    assert load_settings(GOOD).refresh_max_keys == 100  # on by default
+    assert (s.refresh.max_keys, s.refresh.idle_seconds) == (0, 5)
+    assert load_settings(GOOD).refresh.max_keys == 100  # on by default
 
 
 def test_monitoring_settings_are_checked_and_named(tmp_path: Path) -> None:
@@ -149,10 +149,10 @@ def test_monitoring_settings_are_checked_and_named(tmp_path: Path) -> None:
     toml.write_text("[status]\nmax_lag_s = 5\n[check]\nsample = 50\nevery_s = 60\n")
     good = {**env, "PRIMER_WORKER_METRICS_PORT": "9101", "PRIMER_METRICS_ADDR": "0.0.0.0"}
     s = load_settings({**good, "PRIMER_LOG_FORMAT": "JSON"})
-    assert (s.max_lag_s, s.check_sample, s.check_every_s) == (5, 50, 60)
-    assert (s.worker_metrics_port, s.metrics_addr) == (9101, "0.0.0.0")
+    assert (s.status.max_lag_s, s.check.sample, s.check.every_s) == (5, 50, 60)
+    assert (s.metrics.worker_port, s.metrics.addr) == (9101, "0.0.0.0")
     defaults = load_settings(GOOD)
-    assert (defaults.max_lag_s, defaults.check_sample, defaults.metrics_addr) == (
+    assert (defaults.status.max_lag_s, defaults.check.sample, defaults.metrics.addr) == (
         60,
         0,
         "127.0.0.1",
@@ -163,7 +163,7 @@ def test_empty_prefix_is_allowed(tmp_path: Path) -> None:
     toml = tmp_path / "c.toml"
     toml.write_text("[cache]\nkey_prefix = ''\n[warm]\npatterns = []\n")
     s = load_settings({**GOOD, "PRIMER_CONFIG": str(toml)})
-    assert s.key_prefix == "" and s.warm_patterns == ()
+    assert s.cache.key_prefix == "" and s.warm.patterns == ()
 
 
 def test_query_from_params_names_bad_values() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from config.settings import toml_keys
+from config.toml_file import toml_keys
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DOC = ROOT / "docs" / "configuration.md"

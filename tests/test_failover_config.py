@@ -15,7 +15,7 @@ ONE = "mysql://u:pw@db1:3306/megamind"
 def test_one_source_is_as_before() -> None:
     s = load_settings({"PRIMER_MYSQL_URL": ONE})
     assert s.sources == (s.mysql,) and s.mysql_sources == ()
-    assert s.wait_replicas == 0  # no sentinel: no WAIT
+    assert s.cache.wait_replicas == 0  # no sentinel: no WAIT
 
 
 def test_several_sources_in_order() -> None:
@@ -42,14 +42,14 @@ def test_bad_sources_are_named_one_line_each() -> None:
 def test_sentinel_urls() -> None:
     url = "redis+sentinel://:pw@s1:26379,s2:26380,s3/cache/2?sentinel_password=sp"
     s = load_settings({"PRIMER_MYSQL_URL": ONE, "PRIMER_REDIS_URL": url})
-    assert s.wait_replicas == 1  # the default with a sentinel URL
-    assert s.broker_url.startswith("redis+sentinel://:pw@s1:26379,s2:26380,s3/cache/3")
+    assert s.cache.wait_replicas == 1  # the default with a sentinel URL
+    assert s.celery.broker_url.startswith("redis+sentinel://:pw@s1:26379,s2:26380,s3/cache/3")
     assert "pw" not in repr(s) and "sp" not in repr(s)
     parsed = parse_sentinel_url(url, "X", [])
     assert parsed is not None
     assert parsed.sentinels == (("s1", 26379), ("s2", 26380), ("s3", 26379))
     assert (parsed.service, parsed.db, parsed.password) == ("cache", 2, "pw")
-    broker, options = kombu_broker(s.broker_url)
+    broker, options = kombu_broker(s.celery.broker_url)
     assert broker == "sentinel://:pw@s1:26379/3;sentinel://:pw@s2:26380/3;sentinel://:pw@s3:26379/3"
     assert options == {"master_name": "cache", "sentinel_kwargs": {"password": "sp"}}
 
@@ -61,7 +61,7 @@ def test_wait_replicas_can_be_set_or_turned_off(tmp_path) -> None:  # type: igno
     s = load_settings(
         {"PRIMER_MYSQL_URL": ONE, "PRIMER_REDIS_URL": url, "PRIMER_CONFIG": str(toml)}
     )
-    assert (s.wait_replicas, s.wait_timeout_ms) == (0, 50)
+    assert (s.cache.wait_replicas, s.cache.wait_timeout_ms) == (0, 50)
 
 
 def test_bad_sentinel_urls_are_named() -> None:

@@ -33,7 +33,7 @@ SCANNED = "fast lane: knows"
 
 def waiting(car: Sidecar, queue: str) -> int:
     """Messages waiting in a queue of the sidecar's broker (a passive declare)."""
-    with Connection(car.settings.broker_url, connect_timeout=5) as conn:
+    with Connection(car.settings.celery.broker_url, connect_timeout=5) as conn:
         return int(conn.default_channel.queue_declare(queue, passive=True).message_count)
 
 

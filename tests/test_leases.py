@@ -353,7 +353,13 @@ def test_under_lfu_the_sweep_reads_frequency(car: Sidecar, tmp_path: Path) -> No
     with private_redis(tmp_path, "--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lfu") as lfu:
         port = lfu.connection_pool.connection_kwargs["port"]
         url = f"redis://127.0.0.1:{port}/0"
-        rt = Runtime(replace(car.settings, redis_url=url, refresh_max_keys=10))
+        rt = Runtime(
+            replace(
+                car.settings,
+                cache=replace(car.settings.cache, url=url),
+                refresh=replace(car.settings.refresh, max_keys=10),
+            )
+        )
         heat = heat_probe(rt)
         assert heat is not None and heat.command == "FREQ"
         hot = [key_of(car, "security", limit=n) for n in (1, 2)]

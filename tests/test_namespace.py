@@ -11,8 +11,8 @@ import pytest
 import redis
 
 from config import ConfigError, load_settings
+from config.keyspace import namespace_problem
 from config.query import Query
-from config.settings import namespace_problem
 from tests.services import VENV_BIN, child_env, cli, wait_for
 from tests.sidecar import Sidecar, isolated
 

@@ -67,7 +67,7 @@ def test_a_delete_just_before_a_sentinel_failover_is_not_undone(
             leader_ttl_ms=60_000,
             cache_toml="wait_timeout_ms = 200\n",
         ) as car:
-            assert car.settings.wait_replicas == 1  # the default with a sentinel URL
+            assert car.settings.cache.wait_replicas == 1  # the default with a sentinel URL
             car.start_worker()
             listener = car.start_listener()
             work = Workload(car, random.Random(41))
@@ -151,7 +151,7 @@ def test_a_sentinel_broker_carries_the_batches(
         broker = group.url.rsplit("/", 1)[0] + "/1"
         client = following(group.url)
         with isolated(Sidecar, env, mysql_params, client, tmp_path, broker_url=broker) as car:
-            assert car.settings.broker_url == broker
+            assert car.settings.celery.broker_url == broker
             car.start_worker()
             car.start_listener()
             car.sync()

@@ -407,7 +407,7 @@ def test_the_documented_acl_user_is_enough(
     env, _, workdir = schema
     settings = load_settings(env)
     user, secret = unique("primer-server-"), unique("pw")
-    prefix = settings.key_prefix
+    prefix = settings.cache.key_prefix
     rules = [
         rule.replace("SECRET", secret).replace("megamind:primer:", prefix)
         for rule in documented_acl_rules()
@@ -415,7 +415,7 @@ def test_the_documented_acl_user_is_enough(
     leases.load_library(redis_client)  # the sidecar loads it; this user may not
     redis_client.execute_command("ACL", "SETUSER", user, "reset", *rules)
     try:
-        url = settings.redis_url.replace("redis://", f"redis://{user}:{secret}@", 1)
+        url = settings.cache.url.replace("redis://", f"redis://{user}:{secret}@", 1)
         proc = start_server({**env, "PRIMER_REDIS_URL": url}, workdir, "primer-cache")
         try:
             for _ in range(3):

@@ -83,8 +83,8 @@ def fill_from(conn: pymysql.Connection, env: WarmEnv, query: Query) -> dict:
     response = fresh_response(conn, env.settings, query)
     env.cache.set(
         env.keys.build(query),
-        encode(response, compression=env.settings.compression),
-        ex=env.settings.ttl_seconds,
+        encode(response, compression=env.settings.cache.compression),
+        ex=env.settings.cache.ttl_seconds,
     )
     return decode(encode(response, compression=False))
 

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from config import ConfigError, Settings, load_settings
-from config.settings import KEY_FIELDS, parse_document
+from config.settings import KEY_FIELDS
+from config.toml_file import parse_document
 from tests.services import child_env, cli
 
 GOOD = {"PRIMER_MYSQL_URL": "mysql://u:secret@db.example:3307/megamind"}
@@ -187,7 +188,7 @@ def test_a_bad_amqp_port_and_virtual_host_are_refused() -> None:
     text = problems_of({**GOOD, "PRIMER_BROKER_URL": "amqp://h:5672/a/b"})
     assert "virtual host 'a/b' has a '/'" in text
     for good in ("amqp://h:5672//", "amqp://h:5672/a%2Fb", "amqp://h", "pyamqp://h:1/vh"):
-        assert load_settings({**GOOD, "PRIMER_BROKER_URL": good}).broker_url == good
+        assert load_settings({**GOOD, "PRIMER_BROKER_URL": good}).celery.broker_url == good
 
 
 def test_a_redis_database_out_of_range_is_refused() -> None:
@@ -197,8 +198,11 @@ def test_a_redis_database_out_of_range_is_refused() -> None:
     assert "the default broker is the cache Redis's next database" in text
     assert "set PRIMER_BROKER_URL" in text
     explicit = {**GOOD, "PRIMER_REDIS_URL": "redis://h:6379/15", "PRIMER_BROKER_URL": "redis://h/0"}
-    assert load_settings(explicit).broker_url == "redis://h/0"
-    assert load_settings({**GOOD, "PRIMER_REDIS_URL": "redis://h/14"}).broker_url == "redis://h/15"
+    assert load_settings(explicit).celery.broker_url == "redis://h/0"
+    assert (
+        load_settings({**GOOD, "PRIMER_REDIS_URL": "redis://h/14"}).celery.broker_url
+        == "redis://h/15"
+    )
 
 
 def test_a_configuration_file_that_is_not_utf8_is_one_line(tmp_path: Any) -> None:
@@ -213,7 +217,7 @@ def test_a_configuration_file_that_is_not_utf8_is_one_line(tmp_path: Any) -> Non
 
 def test_metrics_port_0_turns_metrics_off() -> None:
     s = load_settings({**GOOD, "PRIMER_METRICS_PORT": "0", "PRIMER_WORKER_METRICS_PORT": "0"})
-    assert (s.metrics_port, s.worker_metrics_port) == (0, 0)
+    assert (s.listener.metrics_port, s.metrics.worker_port) == (0, 0)
     assert "PRIMER_SERVER_ID '0'" in problems_of({**GOOD, "PRIMER_SERVER_ID": "0"})
 
 

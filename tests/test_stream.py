@@ -22,7 +22,10 @@ from worker.stream import BinlogReader
 def reader_for(database: str, db: pymysql.Connection) -> tuple[BinlogReader, queue.Queue[Any]]:
     env = service_env()
     env["PRIMER_MYSQL_URL"] = env["PRIMER_MYSQL_URL"].rsplit("/", 1)[0] + f"/{database}"
-    settings = replace(load_settings(child_env(env)), server_id=random.randint(10_000, 2**31))
+    settings = load_settings(child_env(env))
+    settings = replace(
+        settings, listener=replace(settings.listener, server_id=random.randint(10_000, 2**31))
+    )
     server = check_server(db)
     out: queue.Queue[Any] = queue.Queue()
     return BinlogReader(settings, server, current_position(db, server), out), out

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 
-from config import Settings
+from config import ListenerSettings
 from config.query import Query
 from core.position import Checkpoint, GtidPosition
 from tests.services import delete_prefix, unique, wait_for
@@ -103,7 +103,9 @@ def _lost(lead: Leadership) -> bool:
 
 def _sidecar(services: dict[str, str], mysql: dict[str, Any], client: redis.Redis, tmp: Path):  # type: ignore[no-untyped-def]
     # The default lock TTL: the one a deployment gets.
-    return isolated(Sidecar, services, mysql, client, tmp, leader_ttl_ms=Settings.leader_ttl_ms)
+    return isolated(
+        Sidecar, services, mysql, client, tmp, leader_ttl_ms=ListenerSettings.leader_ttl_ms
+    )
 
 
 def test_a_standby_takes_over_within_about_a_second_of_a_sigkill(

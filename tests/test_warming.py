@@ -96,7 +96,7 @@ def test_warmed_value_is_the_fresh_response(static: WarmEnv, query: Query) -> No
     expected = fresh(static, query)
     assert value.pop("retrieved_at") and expected.pop("retrieved_at")
     assert value == expected
-    assert 0 < static.cache.ttl(static.keys.build(query)) <= static.settings.ttl_seconds
+    assert 0 < static.cache.ttl(static.keys.build(query)) <= static.settings.cache.ttl_seconds
 
 
 def test_random_patterns_are_the_fresh_response(static: WarmEnv) -> None:

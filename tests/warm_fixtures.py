@@ -42,7 +42,7 @@ class WarmEnv(Sidecar):
         from tasks.runtime import Runtime
 
         self.rt = Runtime(self.settings)
-        self.broker = redis.Redis.from_url(self.settings.broker_url)  # a Redis broker here
+        self.broker = redis.Redis.from_url(self.settings.celery.broker_url)  # a Redis broker here
 
     @property
     def cache(self) -> redis.Redis:

@@ -47,7 +47,7 @@ class BatchLoop:
         self.backlog_end = backlog_end
         self.builder = BatchBuilder()
         self.tracker = CompletionTracker(term)
-        self.pacer = Pacer(s.batch_max_changes, s.batch_max_wait_ms / 1000.0)
+        self.pacer = Pacer(s.listener.batch_max_changes, s.listener.batch_max_wait_ms / 1000.0)
         self.warms_owed = False  # batches published behind skip their warms: one warm_all after
         self.fast_images: set[ElementImage] = set()  # read, not yet through the fast lane
         self.beat_at = 0.0
@@ -119,7 +119,7 @@ class BatchLoop:
     def _pay_owed_warms(self, now: float) -> None:
         if self.warms_owed and self._caught_up(now):
             self.warms_owed = False
-            if self.parts.settings.warm_patterns:
+            if self.parts.settings.warm.patterns:
                 self.parts.publisher.warm_all()
 
     def _publish_if_due(self, now: float) -> None:
@@ -186,8 +186,8 @@ class BatchLoop:
             caught_up=fresh.caught_up,
             last_commit=fresh.last_commit,
         )
-        stale_ms = int(1000 * heartbeat.stale_after_s(parts.settings.leader_ttl_ms))
-        heartbeat.write(parts.redis, parts.settings.state_prefix, beat, stale_ms)
+        stale_ms = int(1000 * heartbeat.stale_after_s(parts.settings.listener.leader_ttl_ms))
+        heartbeat.write(parts.redis, parts.settings.cache.state_prefix, beat, stale_ms)
 
     def _wait(self) -> float:
         """How long to wait for the next transaction: while transactions wait to be published,

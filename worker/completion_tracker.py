@@ -26,7 +26,7 @@ class CompletionTracker:
     def __init__(self, term: Term) -> None:
         self.parts = term.parts
         self.ledger = term.ledger
-        self.completion = Completion(term.parts.redis, term.parts.settings.state_prefix)
+        self.completion = Completion(term.parts.redis, term.parts.settings.cache.state_prefix)
         self.polled_at = 0.0
         self.checked_at = 0.0  # when the holders' heartbeats were last looked at
         self.saved_at = 0.0
@@ -55,7 +55,7 @@ class CompletionTracker:
         holders = self.ledger.holders()
         if not holders:
             return
-        alive = liveness.alive(self.parts.redis, self.parts.settings.state_prefix, holders)
+        alive = liveness.alive(self.parts.redis, self.parts.settings.cache.state_prefix, holders)
         for entry in self.ledger.orphaned(alive, now):
             self._redeliver(entry, f"its worker {entry.holder} is dead")
 
@@ -74,7 +74,7 @@ class CompletionTracker:
         )
         self.parts.publisher.invalidate(batch)
         metrics.REDELIVERIES.inc()
-        stats.add(self.parts.redis, self.parts.settings.state_prefix, redeliveries=1)
+        stats.add(self.parts.redis, self.parts.settings.cache.state_prefix, redeliveries=1)
 
     def save_checkpoint(self, now: float, *, force: bool = False) -> None:
         position, event_time = self.ledger.checkpoint()

@@ -52,8 +52,8 @@ POLICY_EVERY_S = 60.0  # the eviction policy (IDLETIME or FREQ tells a hot key) 
 
 class FastLane:
     def __init__(self, settings: Settings) -> None:
-        self.keys = KeyFormat(settings.key_prefix, settings.key_template)
-        self.limit = settings.fast_lane_max_keys
+        self.keys = KeyFormat(settings.cache.key_prefix, settings.cache.key_template)
+        self.limit = settings.listener.fast_lane_max_keys
         # With refresh on, hot keys are deleted holding their leases, as the sweep does.
         self.settings = settings
         # With refresh on, hot keys are deleted holding their leases, as the sweep does; the
@@ -62,9 +62,9 @@ class FastLane:
         self._policy_at = float("-inf")
         # One client for the deletes (the listener's thread), one for the scans (their own):
         # a cluster client is not shared across threads here.
-        self.redis = connect_redis(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+        self.redis = connect_redis(settings.cache.url, socket_timeout=5, socket_connect_timeout=5)
         self._scanner = connect_redis(
-            settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+            settings.cache.url, socket_timeout=10, socket_connect_timeout=5
         )
         # The snapshot: replaced whole by each scan (never changed once built), so the
         # listener's thread judges it without waiting for a scan.

@@ -41,17 +41,17 @@ STANDBY_POLL_S = 0.05  # how often a standby tries the leader lock (a takeover w
 class Listener:
     def __init__(self, settings: Settings, publisher: Publisher | None = None) -> None:
         self.settings = settings
-        self.name = f"listener[server_id={settings.server_id}]"
-        self.redis = connect_redis(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        self.name = f"listener[server_id={settings.listener.server_id}]"
+        self.redis = connect_redis(settings.cache.url, socket_timeout=10, socket_connect_timeout=5)
         # The lock is renewed by a thread of its own, on a connection of its own whose
         # timeout is below the lock's TTL (a hung renewal must not outlive the lock).
-        renew_timeout = max(0.2, settings.leader_ttl_ms / 2000.0)
+        renew_timeout = max(0.2, settings.listener.leader_ttl_ms / 2000.0)
         self.leadership = Leadership(
             self.redis,
-            settings.state_prefix,
-            settings.leader_ttl_ms,
+            settings.cache.state_prefix,
+            settings.listener.leader_ttl_ms,
             renew_client=connect_redis(
-                settings.redis_url,
+                settings.cache.url,
                 socket_timeout=renew_timeout,
                 socket_connect_timeout=renew_timeout,
             ),
@@ -61,7 +61,7 @@ class Listener:
         self.sources = SourcePicker(settings.sources)
         self.stopping = threading.Event()
         # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
-        self.fast_lane = FastLane(settings) if settings.fast_lane_max_keys > 0 else None
+        self.fast_lane = FastLane(settings) if settings.listener.fast_lane_max_keys > 0 else None
         self.terms = TermRunner(
             ListenerParts(
                 self.name,

@@ -85,14 +85,14 @@ class BinlogReader(threading.Thread):
         self.server = server
         self.position = StreamPosition(start, server)
         self.out = out
-        self.tables = {settings.chunks_table, settings.elements_table}
+        self.tables = {settings.tables.chunks, settings.tables.global_elements}
         self.txn = TransactionBuilder(
-            settings.chunks_table, settings.elements_table, settings.ignored_columns
+            settings.tables.chunks, settings.tables.global_elements, settings.cache.ignored_columns
         )
         self.txn.collations = self.read_collations()
         self.decoder = RowDecoder(
-            {settings.chunks_table: CHUNK_KEYS, settings.elements_table: ELEMENT_KEYS},
-            settings.ignored_columns,
+            {settings.tables.chunks: CHUNK_KEYS, settings.tables.global_elements: ELEMENT_KEYS},
+            settings.cache.ignored_columns,
         )
         self._stopping = threading.Event()
         self._redis: redis.Redis | None = None  # made when an undecodable event is recorded
@@ -109,7 +109,7 @@ class BinlogReader(threading.Thread):
             kwargs.update(log_file=self.position.file, log_pos=self.position.pos)
         stream = BinLogStreamReader(
             connection_settings=self.source.connect_kwargs(),
-            server_id=settings.server_id,
+            server_id=settings.listener.server_id,
             blocking=True,
             resume_stream=True,
             is_mariadb=self.server.is_mariadb,
@@ -145,7 +145,7 @@ class BinlogReader(threading.Thread):
         """The chunks table's collations (read again after a DDL of a watched table)."""
         conn = pymysql.connect(connect_timeout=5, **self.source.connect_kwargs())
         try:
-            return read_collations(conn, self.settings.mysql.database, self.settings.chunks_table)
+            return read_collations(conn, self.settings.mysql.database, self.settings.tables.chunks)
         finally:
             conn.close()
 
@@ -251,11 +251,11 @@ class BinlogReader(threading.Thread):
         )
         if self._redis is None:
             self._redis = connect_redis(
-                self.settings.redis_url, socket_timeout=10, socket_connect_timeout=5
+                self.settings.cache.url, socket_timeout=10, socket_connect_timeout=5
             )
         # recorded before the flush goes out: a crash in between replays the event, and it
         # is recorded again; never a flush without the record
-        undecodable.record(self._redis, self.settings.state_prefix, where, str(exc))
+        undecodable.record(self._redis, self.settings.cache.state_prefix, where, str(exc))
         self.txn.undecodable(where, str(exc))
         if self.server.gtid_mode and self.position.current is not None:
             checkpoint = self.position.end(self.stream)

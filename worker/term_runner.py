@@ -91,7 +91,7 @@ class TermRunner:
         if checkpoint is not None:
             ledger = self._ledger(term_id, checkpoint.position, checkpoint.event_time)
             metrics.FRESHNESS.took(float(checkpoint.event_time))
-            if parts.settings.warm_patterns:
+            if parts.settings.warm.patterns:
                 parts.publisher.warm_all()
             start = checkpoint.position
         else:
@@ -142,7 +142,11 @@ class TermRunner:
     def _ledger(self, term_id: str, start: Position | None, event_time: int) -> Ledger:
         s = self.parts.settings
         return Ledger(
-            term_id, start, event_time, limit=s.max_in_flight, redeliver_after=s.redeliver_after_s
+            term_id,
+            start,
+            event_time,
+            limit=s.listener.max_in_flight,
+            redeliver_after=s.listener.redeliver_after_s,
         )
 
     def _cold_start(self, term_id: str, position: Position, why: str) -> Ledger:

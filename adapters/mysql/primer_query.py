@@ -44,8 +44,8 @@ def primer_sql(settings: Settings, query: Query) -> tuple[str, list[Any]]:
     # Deterministic order: ties broken by chunk_id. Never updated_at: the primer server's
     # read bumps change it, which would reorder responses without invalidating them.
     sql = (
-        f"SELECT {_COLUMNS} FROM `{settings.chunks_table}` c "
-        f"LEFT JOIN `{settings.elements_table}` ge ON ge.chunk_id = c.chunk_id "
+        f"SELECT {_COLUMNS} FROM `{settings.tables.chunks}` c "
+        f"LEFT JOIN `{settings.tables.global_elements}` ge ON ge.chunk_id = c.chunk_id "
         f"WHERE {' AND '.join(where)} "
         "ORDER BY c.priority_score DESC, c.created_at DESC, c.chunk_id "
         "LIMIT %s"

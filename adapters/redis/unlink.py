@@ -106,11 +106,11 @@ def unlink_with_leases(
 def heat_of(settings: Settings, lfu: bool) -> Heat | None:
     """The probe that tells a hot key under this eviction policy (`lfu`: an LFU one); None
     when refresh is off (`refresh.max_keys` 0)."""
-    if settings.refresh_max_keys <= 0:
+    if settings.refresh.max_keys <= 0:
         return None
     if lfu:
-        return Heat("FREQ", settings.refresh_min_freq)
-    return Heat("IDLETIME", settings.refresh_idle_seconds)
+        return Heat("FREQ", settings.refresh.min_freq)
+    return Heat("IDLETIME", settings.refresh.idle_seconds)
 
 
 def lfu_policy(client: redis.Redis) -> bool:
