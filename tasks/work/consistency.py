@@ -12,18 +12,15 @@ from __future__ import annotations
 
 import logging
 import random
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
+from adapters.mysql.primer_query import fresh_response
 from config.query import Query
 from core.keys import ParsedKey
 from core.response import comparable, decode, encode
-from tasks import metrics
-from tasks.app import CHECK_TASK, app
-from tasks.primer_query import fresh_response
-from tasks.runtime import Runtime, runtime
+from tasks.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -138,36 +135,6 @@ def _query_of(parsed: ParsedKey, held: dict[str, Any]) -> Query:
     ):
         return replace(query, categories=tuple(named))
     return query
-
-
-def export(result: CheckResult) -> None:
-    """Set the worker's check gauges from one run."""
-    for name, value in (
-        ("checked", result.checked),
-        ("stale", len(result.stale)),
-        ("missing", len(result.missing)),
-        ("undecodable", len(result.undecodable)),
-    ):
-        metrics.CHECK_KEYS.labels(name).set(value)
-    metrics.CHECK_LAST_RUN.set(time.time())
-
-
-@app.task(name=CHECK_TASK, ignore_result=True)
-def check_sample(sample: int | None = None) -> dict[str, Any]:
-    """Beat's periodic check of `check.sample` random keys; exports and logs what it found."""
-    rt = runtime()
-    result = check_cache(rt, sample or rt.settings.check_sample or None)
-    export(result)
-    report = log.info if result.ok else log.error
-    report(
-        "consistency check of %d keys: %d stale, %d undecodable, %d warm keys missing%s",
-        result.checked,
-        len(result.stale),
-        len(result.undecodable),
-        len(result.missing),
-        f" (stale: {', '.join(result.stale[:5])})" if result.stale else "",
-    )
-    return result.to_json()
 
 
 def _text(raw: bytes | str) -> str:

@@ -1,4 +1,5 @@
-"""Start-up checks shared by the processes."""
+"""Start-up checks shared by the processes: a broker Redis that may evict queued tasks, read
+replicas that cannot be waited for."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from adapters.mysql.replicas import ReplicaError, check_replicas
 from adapters.redis.connection import RedisConnectError, connect_redis
 from config import Settings
 from config.secrets import redact_url
+from tasks.work.runtime import connect_mysql
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,6 @@ def replica_problem(settings: Settings) -> str | None:
     says so (the listener checks again when it starts)."""
     if not settings.replicas:
         return None
-    from tasks.runtime import connect_mysql
-
     try:
         primary = connect_mysql(settings)
     except pymysql.Error as exc:

@@ -24,8 +24,8 @@ from prometheus_client.metrics_core import Metric
 
 from adapters.observability import metrics_http
 from adapters.redis.stats import stats_key as stats_key  # status reads the hash here
-from tasks.multiprocess import ENV as MULTIPROC_ENV
-from tasks.sweep import SweepResult
+from tasks.work.multiprocess import ENV as MULTIPROC_ENV
+from tasks.work.sweep import SweepResult
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +204,7 @@ def record_sweep(
 
 
 def record_refresh(client: redis.Redis, state_prefix: str, refreshed: int, refused: int) -> None:
-    REFRESHES.inc(refreshed)
-    GUARD_REFUSALS.inc(refused)
+    """A refresh's totals (its Prometheus counters are counted by tasks.task_metrics)."""
     pipe = client.pipeline(transaction=False)
     pipe.hincrby(stats_key(state_prefix), "refreshes", refreshed)
     pipe.hincrby(stats_key(state_prefix), "refreshes_refused", refused)

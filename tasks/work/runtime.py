@@ -1,4 +1,5 @@
-"""Per-process connections for tasks and commands: the cache Redis, MySQL, the read replicas.
+"""Per-process connections for tasks and commands: the cache Redis, MySQL, the read replicas,
+and the broker the work queues follow-up tasks on.
 
 Created lazily and again after a fork, so Celery's prefork children never share a socket.
 """
@@ -11,7 +12,9 @@ from typing import Any
 
 import pymysql
 import redis
+from celery import Celery
 
+from adapters import broker
 from adapters.mysql.replicas import ReplicaWaiter
 from adapters.mysql.sources import SourcePicker
 from adapters.redis.connection import connect_redis
@@ -21,8 +24,11 @@ from core.keys import KeyFormat
 
 
 class Runtime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
+        """`celery`: the app to queue tasks through (the worker's own; default: one made for
+        these settings on first send, as for a command)."""
         self.settings = settings
+        self._celery = celery
         self.keys = KeyFormat(settings.key_prefix, settings.key_template)
         self._pid = os.getpid()
         self._redis: redis.Redis | None = None
@@ -37,6 +43,18 @@ class Runtime:
             self._db = None
             self._replicas = None  # the parent's sockets stay the parent's
             self._ack = None
+
+    @property
+    def celery(self) -> Celery:
+        if self._celery is None:
+            self._celery = broker.celery_app(self.settings)
+        return self._celery
+
+    def send(self, name: str, args: list[Any], family: str, countdown: float | None = None) -> None:
+        """Queue task `name` on its family's queue, ignoring its result (adapters.broker.send);
+        raises kombu's OperationalError when the broker refuses it."""
+        queue = broker.queue_name(self.settings, family)
+        broker.send(self.celery, name, args, queue, countdown=countdown)
 
     @property
     def redis(self) -> redis.Redis:
@@ -97,13 +115,9 @@ def connect_mysql(settings: Settings, **extra: Any) -> pymysql.Connection:
 _runtime: Runtime | None = None
 
 
-def runtime(settings: Settings | None = None) -> Runtime:
-    """The process's Runtime, made on first use from `settings` (default: tasks.app's)."""
+def runtime(settings: Settings, celery: Celery | None = None) -> Runtime:
+    """The process's Runtime, made on first use from `settings` (and `celery`, see Runtime)."""
     global _runtime
     if _runtime is None:
-        if settings is None:
-            from tasks.app import settings as app_settings
-
-            settings = app_settings
-        _runtime = Runtime(settings)
+        _runtime = Runtime(settings, celery)
     return _runtime

@@ -1,4 +1,4 @@
-"""Race-free warming of primer keys (DESIGN §4), and the hooks the invalidate task calls.
+"""Race-free warming of primer keys, and the hooks the invalidate task calls.
 
 The stale-set race: a warm SELECTs before a commit and writes after that commit's
 invalidation deleted the key, so the old answer would live until its TTL. The guard is the
@@ -16,28 +16,26 @@ made. Lock and mark are hash-tagged on the key (core.keys.tagged), in its slot.
 from __future__ import annotations
 
 import logging
-import random
 import time
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
+from adapters.broker import WARM, WARM_TASK, queue_name
+from adapters.mysql.primer_query import fetch_rows
 from adapters.redis import leases
 from config import Settings
 from config.query import Query
 from core.keys import KeyFilter, tagged
 from core.predicate import ChangeIndex
 from core.response import build_response, encode
-from tasks import metrics
-from tasks.app import WARM_ALL_TASK, WARM_TASK, app, queue_name, send
-from tasks.primer_query import fetch_rows
-from tasks.retry import CONNECTION_ERRORS, retry_on
-from tasks.runtime import Runtime, runtime
+from tasks.work import metrics
+from tasks.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +46,6 @@ LOCK_MS = 60_000  # the per-key lock: a crashed warm blocks its key's warms at m
 LEASE_MS = 60_000
 IN_PROCESS_ATTEMPTS = 3  # immediate re-runs after an abort before handing over to Celery
 MAX_RUNS = 20  # bound on the runs of one warm (aborts plus pending re-runs)
-ABORT_RETRIES = 100  # Celery retries of a warm that kept aborting (generous: writes settle)
 
 
 # KEYS: lock, pending  ARGV: token, lock_ms
@@ -117,15 +114,7 @@ class WarmResult:
         return {"key": self.key, "rows": self.rows, "ms": round(self.ms, 3), "status": self.status}
 
 
-def warm_query(*args: Any, **kwargs: Any) -> WarmResult:
-    """Warm one key in this process (see `_warm_query`), counted in the worker's metrics."""
-    result = _warm_query(*args, **kwargs)
-    metrics.WARMS.labels(result.status).inc()
-    metrics.WARM_SECONDS.observe(result.ms / 1000)
-    return result
-
-
-def _warm_query(
+def warm_query(
     rt: Runtime,
     query: Query,
     *,
@@ -134,19 +123,16 @@ def _warm_query(
     guard: bool = True,
     before_write: Callable[[int], None] | None = None,
 ) -> WarmResult:
-    """Warm one key in this process.
+    """Warm one key in this process: run again at once while the guard refuses the write (up
+    to `attempts`), and once more for each request that came in while it ran.
 
     `guard=False` and `before_write` (called with the run number between the SELECT and the
     write) exist for tests that force the race; the Celery task never passes them.
     """
     key = rt.keys.build(query)
-    names = _StateKeys.of(rt.settings.state_prefix, key)
-    token = uuid.uuid4().hex
+    warm = _Warm(rt, query, key, _StateKeys.of(rt.settings.state_prefix, key), lock_ms)
     started = time.perf_counter()
-    client = rt.redis
-    if not client.register_script(_ACQUIRE)(
-        keys=[names.lock, names.pending], args=[token, lock_ms]
-    ):
+    if not warm.acquire():
         log.info("warm of %s collapsed into the warm in flight", key)
         return WarmResult(key, None, _since(started), "collapsed")
     held = True
@@ -155,22 +141,8 @@ def _warm_query(
         run = 0
         while True:
             run += 1
-            client.register_script(_START)(keys=[names.lock, names.pending], args=[token, lock_ms])
-            lease = leases.warm_lease(client, key, LEASE_MS)
-            rows = fetch_rows(rt.db(), rt.settings, query)
-            value = encode(
-                build_response(query, rows, datetime.now(UTC)),
-                compression=rt.settings.compression,
-            )
-            if before_write is not None:
-                before_write(run)
-            if guard:
-                written = lease is not None and leases.fill(
-                    client, key, lease, value, rt.settings.ttl_seconds
-                )
-            else:
-                written = bool(client.set(key, value, ex=rt.settings.ttl_seconds))
-            if not written:
+            rows = warm.run_once(run, guard, before_write)
+            if rows is None:
                 aborts += 1
                 metrics.GUARD_REFUSALS.inc()
                 log.info(
@@ -182,16 +154,13 @@ def _warm_query(
             log.info(
                 "warmed %s: %d rows (run %d, %.1f ms)",
                 key,
-                len(rows),
+                rows,
                 run,
                 _since(started),
-                extra={"key": key, "rows": len(rows)},
+                extra={"key": key, "rows": rows},
             )
-            result = WarmResult(key, len(rows), _since(started), "warmed")
-            again = client.register_script(_FINISH)(
-                keys=[names.lock, names.pending], args=[token, lock_ms]
-            )
-            if not again:
+            result = WarmResult(key, rows, _since(started), "warmed")
+            if not warm.finish():
                 held = False  # released by _FINISH
                 return result
             if run >= MAX_RUNS:
@@ -199,14 +168,61 @@ def _warm_query(
             log.info("warm of %s runs again: a request came in while it ran", key)
     finally:
         if held:
-            _release(client, names, token)
+            warm.release()
 
 
-def _release(client: redis.Redis, names: _StateKeys, token: str) -> None:
-    try:
-        client.register_script(_RELEASE)(keys=[names.lock, names.pending], args=[token])
-    except redis.RedisError as exc:  # the lock's expiry cleans up after us
-        log.warning("could not release the warm lock %s: %s", names.lock, exc)
+@dataclass
+class _Warm:
+    """One warm's steps against Redis: the per-key lock, one run (lease, SELECT, guarded
+    write), the end of the lock."""
+
+    rt: Runtime
+    query: Query
+    key: str
+    names: _StateKeys
+    lock_ms: int
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def _script(self, source: str, *args: int) -> Any:
+        script = self.rt.redis.register_script(source)
+        return script(keys=[self.names.lock, self.names.pending], args=[self.token, *args])
+
+    def acquire(self) -> bool:
+        """Take the key's lock; False (and the key marked pending) when a warm holds it."""
+        return bool(self._script(_ACQUIRE, self.lock_ms))
+
+    def run_once(
+        self, run: int, guard: bool, before_write: Callable[[int], None] | None
+    ) -> int | None:
+        """Lease, SELECT, write through the lease: the rows written, or None when the guard
+        refused the write (the key was invalidated meanwhile)."""
+        rt, client, key = self.rt, self.rt.redis, self.key
+        self._script(_START, self.lock_ms)
+        lease = leases.warm_lease(client, key, LEASE_MS)
+        rows = fetch_rows(rt.db(), rt.settings, self.query)
+        value = encode(
+            build_response(self.query, rows, datetime.now(UTC)),
+            compression=rt.settings.compression,
+        )
+        if before_write is not None:
+            before_write(run)
+        if guard:
+            written = lease is not None and leases.fill(
+                client, key, lease, value, rt.settings.ttl_seconds
+            )
+        else:
+            written = bool(client.set(key, value, ex=rt.settings.ttl_seconds))
+        return len(rows) if written else None
+
+    def finish(self) -> bool:
+        """End a run: True (the lock kept) when a request came in meanwhile, so run again."""
+        return bool(self._script(_FINISH, self.lock_ms))
+
+    def release(self) -> None:
+        try:
+            self._script(_RELEASE)
+        except redis.RedisError as exc:  # the lock's expiry cleans up after us
+            log.warning("could not release the warm lock %s: %s", self.names.lock, exc)
 
 
 # ---- the invalidate task's hooks ----------------------------------------------------------------
@@ -226,60 +242,14 @@ def after_invalidation(rt: Runtime, index: ChangeIndex | None, *, behind: bool =
     caught up and its last such batch is done (worker.listener)."""
     if behind:
         return
-    settings = rt.settings
-    for query in affected_patterns(settings, index):
-        _send(WARM_TASK, [query.to_params()], queue_name(settings, "warm"))
-
-
-def _send(name: str, args: list[Any], queue: str) -> None:
-    try:
-        send(name, args, queue)
-    except BrokerError as exc:
-        # The sweep already made the cache correct; what is lost is warmth, so say so
-        # loudly rather than fail (and repeat) the invalidation.
-        log.error("could not enqueue %s on %s: %s", name, queue, exc)
-
-
-# ---- tasks -----------------------------------------------------------------------------------
-
-
-@app.task(
-    bind=True,
-    name=WARM_TASK,
-    **retry_on(*CONNECTION_ERRORS),
-    max_retries=ABORT_RETRIES,
-)
-def warm(self: Any, params: dict) -> dict:
-    """Warm one pattern (seed parameter names). Retries itself while its writes abort."""
-    query = Query.from_params(params)
-    result = warm_query(runtime(), query)
-    if result.status == "aborted":
-        if self.request.retries < ABORT_RETRIES:
-            raise self.retry(countdown=random.uniform(0.05, 0.5))
-        log.error("gave up warming %s after %d retries", result.key, self.request.retries)
-    return result.to_json()
-
-
-@app.task(
-    name=WARM_ALL_TASK,
-    **retry_on(*CONNECTION_ERRORS, BrokerError),
-    max_retries=ABORT_RETRIES,
-)
-def warm_all() -> list[dict]:
-    """Enqueue one warm task per configured pattern (each retries and collapses on its own)."""
-    rt = runtime()
-    return enqueue_warms(rt, rt.settings.warm_patterns)
-
-
-def enqueue_warms(rt: Runtime, queries: Iterable[Query]) -> list[dict]:
-    """Send one warm task per query; [{"key", "task_id"}] in the same order."""
-    sent = []
-    for query in queries:
-        result = app.send_task(
-            WARM_TASK, args=[query.to_params()], queue=queue_name(rt.settings, "warm")
-        )
-        sent.append({"key": rt.keys.build(query), "task_id": result.id})
-    return sent
+    for query in affected_patterns(rt.settings, index):
+        try:
+            rt.send(WARM_TASK, [query.to_params()], WARM)
+        except BrokerError as exc:
+            # The sweep already made the cache correct; what is lost is warmth, so say so
+            # loudly rather than fail (and repeat) the invalidation.
+            queue = queue_name(rt.settings, WARM)
+            log.error("could not enqueue %s on %s: %s", WARM_TASK, queue, exc)
 
 
 def _since(started: float) -> float:
