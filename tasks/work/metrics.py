@@ -2,12 +2,12 @@
 
 - Prometheus, served by the Celery worker's main process on PRIMER_WORKER_METRICS_PORT
   (`/metrics`, `/healthz`) for every pool child: prometheus-client's multiprocess mode
-  (tasks/multiprocess.py sets it up before prometheus_client is imported);
+  (tasks/work/multiprocess.py sets it up before prometheus_client is imported);
 - totals in a Redis hash (`stats_key`) that `primer-cache status` reads: they add up across
   workers and machines, and operator commands count into them too.
 
-The metric objects live in their own registry so no other process (the listener imports
-this package to publish) serves them by accident.
+The metric objects live in their own registry so no other process (a command that imports
+tasks, say) serves them by accident.
 """
 
 from __future__ import annotations
