@@ -17,9 +17,9 @@ a refresh was in progress). From the moment a hot key is gone until the refresh 
 
 On a Redis Cluster every primary is scanned, concurrently (one thread each: the work is
 network-bound; tasks.work.cluster_sweep), and deletes are grouped by hash slot (an UNLINK of
-several keys must stay in one slot). A failover during the sweep never skips keys: a node whose scan fails, and every
-slot whose primary changed while the sweep ran, is scanned again in full from the node that
-owns it now (a full re-scan is correct, only slower).
+several keys must stay in one slot). A failover during the sweep never skips keys: a node
+whose scan fails, and every slot whose primary changed while the sweep ran, is scanned again
+in full from the node that owns it now (a full re-scan is correct, only slower).
 
 A fill that lands while the sweep runs, after SCAN passed its key, is caught by the marker
 it leaves: its lease hash, kept for FILLED_GRACE_MS (adapters.redis.lease_library). That marker is
