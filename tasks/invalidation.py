@@ -21,7 +21,7 @@ __all__ = ["invalidate", "replica_followup", "run_invalidation"]
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
 def invalidate(payload: dict) -> dict[str, Any]:
-    return passes.first_pass(runtime(), payload)
+    return passes.batch_pass(runtime(), payload)
 
 
 @app.task(

@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 INVALIDATE_RETRIES: tuple[type[BaseException], ...] = (*CONNECTION_ERRORS, CommitsPending)
 
 
-def first_pass(rt: Runtime, payload: Any) -> dict[str, Any]:
-    """The invalidate task: the batch's first pass (or its delayed second). Raises what the
+def batch_pass(rt: Runtime, payload: Any) -> dict[str, Any]:
+    """The invalidate task: a batch's first pass, or its delayed second. Raises what the
     task retries (INVALIDATE_RETRIES); anything else falls back to a flush."""
     completion = Completion(rt.redis, rt.settings.state_prefix)
     batch = _identity(payload)
