@@ -10,7 +10,6 @@ landing mid-check is not reported as staleness.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -21,9 +20,6 @@ from config.query import Query
 from core.keys import ParsedKey
 from core.response import comparable, decode, encode
 from tasks.work.runtime import Runtime
-
-log = logging.getLogger(__name__)
-
 
 @dataclass
 class CheckResult:
