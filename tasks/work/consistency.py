@@ -21,6 +21,7 @@ from core.keys import ParsedKey
 from core.response import comparable, decode, encode
 from tasks.work.runtime import Runtime
 
+
 @dataclass
 class CheckResult:
     checked: int = 0
