@@ -22,7 +22,7 @@ from typing import Any
 from adapters.redis.connection import connect_redis
 from bench.bench_pipeline import measure_latency, pct, populate, sidecar_running
 from core.predicate import ChangeIndex, ElementImage
-from tasks.sweep import sweep
+from tasks.work.sweep import sweep
 from tests.services import mysql_settings, service_env
 
 

@@ -45,7 +45,7 @@ def main() -> None:
     logging.basicConfig(level=logging.ERROR)
 
     settings = load_settings()
-    from tasks.partitions import ensure_partitions
+    from tasks.work.partitions import ensure_partitions
 
     params = settings.mysql.connect_kwargs()
     schema = f"bench_partitions_{uuid.uuid4().hex[:8]}"

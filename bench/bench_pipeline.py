@@ -34,7 +34,7 @@ from pymysqlreplication.row_event import DeleteRowsEvent, UpdateRowsEvent, Write
 from config.mysql import MySQLSettings
 from config.query import Query
 from core.predicate import ChangeIndex, ElementImage
-from tasks.sweep import sweep
+from tasks.work.sweep import sweep
 from tests.services import connect, mysql_settings, service_env, wait_for
 from tests.sidecar import Sidecar, isolated
 

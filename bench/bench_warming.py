@@ -154,7 +154,7 @@ class PrimerServer:
     def _query(self, query: Query, conn: Any) -> dict:
         from datetime import UTC, datetime
 
-        from tasks.primer_query import fetch_rows
+        from adapters.mysql.primer_query import fetch_rows
 
         rows = fetch_rows(conn, self.env.settings, query)
         return decode(encode(build_response(query, rows, datetime.now(UTC)), compression=False))
@@ -293,7 +293,7 @@ def commit_to_warm(env: WarmEnv, mysql: dict[str, Any], samples: int = 60) -> li
 
 
 def warm_costs(env: WarmEnv) -> list[tuple[str, int, float]]:
-    from tasks.warming import warm_query
+    from tasks.work.warming import warm_query
 
     def median_ms(query: Query) -> tuple[int, float]:
         runs = [warm_query(env.rt, query) for _ in range(7)]

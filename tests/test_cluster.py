@@ -19,7 +19,7 @@ from adapters.redis.unlink import UNLINK_BATCH, unlink_groups
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, checkpoint_key, leader_key
-from tasks.sweep import sweep
+from tasks.work.sweep import sweep
 from tests.services import delete_prefix, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.test_pipeline import test_category_move_hits_old_and_new as category_move

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from adapters.broker import kombu_broker
 from config import ConfigError, load_settings
 from config.sentinel import parse_sentinel_url
-from tasks.app import kombu_broker
 
 ONE = "mysql://u:pw@db1:3306/megamind"
 

@@ -14,8 +14,8 @@ from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key
 from core.predicate import ChangeIndex, ElementImage
-from tasks.known_keys import KnownKeys, known_for
-from tasks.sweep import delete_keys, sweep
+from tasks.work.known_keys import KnownKeys, known_for
+from tasks.work.sweep import delete_keys, sweep
 from tests.services import delete_prefix, unique
 from tests.strategies import images, queries
 

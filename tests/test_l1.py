@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import redis
 
-import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
+import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs from os.environ)
 from adapters.redis import leases
 from config.query import Query
 from core.batch import Batch
 from core.predicate import ElementImage
-from tasks.invalidation import run_invalidation
-from tasks.runtime import Runtime
+from tasks.work.invalidation import run_invalidation
+from tasks.work.runtime import Runtime
 from tests.conftest import IN_CI
 from tests.private_servers import private_redis
 from tests.services import wait_for

@@ -9,7 +9,7 @@ from decimal import Decimal
 import redis
 from redis.cluster import RedisCluster
 
-import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
+import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs from os.environ)
 from adapters.redis import leases
 from adapters.redis.lease_library import LIBRARY_NAME
 from adapters.redis.unlink import Heat
@@ -17,7 +17,7 @@ from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, lease_key
 from core.predicate import ChangeIndex, ElementImage
-from tasks.sweep import delete_keys, sweep
+from tasks.work.sweep import delete_keys, sweep
 from tests.services import unique
 
 LEASE_MS = 10_000

@@ -17,7 +17,8 @@ import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
+import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs from os.environ)
+from adapters.mysql.primer_query import fresh_response
 from adapters.redis import leases
 from adapters.redis.lease_library import FILLED_GRACE_MS, LIBRARY_NAME
 from adapters.redis.unlink import Heat
@@ -26,12 +27,11 @@ from core.batch import Batch
 from core.keys import lease_key
 from core.predicate import ElementImage
 from core.response import comparable, decode, encode
-from tasks.consistency import check_cache
-from tasks.invalidation import run_invalidation
-from tasks.primer_query import fresh_response
-from tasks.refresh import heat_probe, refresh_keys, schedule
-from tasks.runtime import Runtime
-from tasks.sweep import sweep
+from tasks.work.consistency import check_cache
+from tasks.work.invalidation import run_invalidation
+from tasks.work.refresh import heat_probe, refresh_keys, schedule
+from tasks.work.runtime import Runtime
+from tasks.work.sweep import sweep
 from tests.private_servers import private_redis
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated

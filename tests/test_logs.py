@@ -43,7 +43,7 @@ def assert_all_json(name: str, text: str) -> None:
 def test_formatter_fields() -> None:
     record = logging.makeLogRecord(
         {
-            "name": "tasks.invalidation",
+            "name": "tasks.work.invalidation",
             "levelname": "INFO",
             "levelno": logging.INFO,
             "msg": "invalidated %d keys up to %s",
@@ -56,7 +56,7 @@ def test_formatter_fields() -> None:
     assert entry["message"] == "invalidated 3 keys up to GTID 0-1-9"
     assert (entry["level"], entry["logger"], entry["gtid"], entry["keys_deleted"]) == (
         "INFO",
-        "tasks.invalidation",
+        "tasks.work.invalidation",
         "0-1-9",
         3,
     )
@@ -86,7 +86,7 @@ def test_every_process_logs_json_lines(
             return [
                 e
                 for e in json_lines(worker.output())
-                if e["logger"] == "tasks.invalidation" and e.get("keys_deleted")
+                if e["logger"] == "tasks.work.invalidation" and e.get("keys_deleted")
             ]
 
         entries = wait_for(swept, what="a JSON sweep line from the worker")

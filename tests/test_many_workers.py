@@ -24,7 +24,7 @@ from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFilter, KeyFormat
 from core.predicate import ChangeIndex, ElementImage, matches
-from tasks.sweep import sweep
+from tasks.work.sweep import sweep
 from tests.services import delete_prefix, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.strategies import images as image_strategy

@@ -19,9 +19,9 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest, multiprocess
 from prometheus_client.metrics_core import GaugeMetricFamily
 
-import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
+import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs from os.environ)
 from adapters.observability import metrics_http
-from tasks.metrics import ReadableFilesCollector
+from tasks.work.metrics import ReadableFilesCollector
 from tests.services import free_port, scrape
 
 WRITER = textwrap.dedent(

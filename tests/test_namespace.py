@@ -124,7 +124,7 @@ def plant(car: Sidecar) -> tuple[list[str], str]:
 
 
 def unparseable_count(car: Sidecar) -> int:
-    from tasks.metrics import stats_key
+    from tasks.work.metrics import stats_key
 
     return int(car.redis.hget(stats_key(car.state_prefix), "keys_unparseable") or 0)
 

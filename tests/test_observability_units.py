@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.partition_plan import Month, headroom_months
-from tasks.consistency import reservoir
-from tasks.metrics import flush_reason
-from tasks.multiprocess import is_celery_worker
+from tasks.work.consistency import reservoir
+from tasks.work.metrics import flush_reason
+from tasks.work.multiprocess import is_celery_worker
 from worker.metrics import Freshness, RowCounts, operation
 
 months = st.builds(Month, st.integers(1900, 2200), st.integers(1, 12))

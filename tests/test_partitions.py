@@ -61,12 +61,12 @@ def expected_layout(form: Form, first: Month, last: Month) -> list[tuple[str, st
 
 @pytest.fixture(scope="module")
 def partitions(services: dict[str, str]) -> ModuleType:
-    """tasks.partitions, imported once the service URLs are known (tasks.app reads them)."""
+    """tasks.work.partitions, imported once the service URLs are known."""
     for name, value in services.items():
         os.environ.setdefault(name, value)
-    import tasks.partitions
+    import tasks.work.partitions
 
-    return tasks.partitions
+    return tasks.work.partitions
 
 
 @pytest.fixture
@@ -158,7 +158,7 @@ def test_each_form_gets_exact_monthly_partitions_and_rows_move_into_them(
     for key, value in rows.items():
         value = value[:10] if form is Form.COLUMNS_DATE else value
         execute(utc_db, f"INSERT INTO {table} VALUES (%s, %s)", (key, value))
-    caplog.set_level(logging.INFO, logger="tasks.partitions")
+    caplog.set_level(logging.INFO, logger="tasks.work")
 
     result = ensure(table, months_ahead=3)
 
@@ -445,7 +445,7 @@ def test_a_held_metadata_lock_is_retried_then_reported(
     table = make_table(Form.YEAR_MONTH, Month(2025, 8))
     before = layout_of(utc_db, database, table)
     blocker = open_transaction(table)
-    caplog.set_level(logging.INFO, logger="tasks.partitions")
+    caplog.set_level(logging.INFO, logger="tasks.work")
 
     with pytest.raises(partitions.MetadataLockTimeout) as caught:
         ensure(table, lock_wait_timeout=1, attempts=2)
@@ -471,7 +471,7 @@ def test_a_metadata_lock_released_between_attempts_lets_the_run_finish(
 ) -> None:
     table = make_table(Form.COLUMNS_DATE, Month(2025, 8))
     blocker = open_transaction(table)
-    caplog.set_level(logging.INFO, logger="tasks.partitions")
+    caplog.set_level(logging.INFO, logger="tasks.work")
     results: list[Any] = []
     worker = threading.Thread(
         target=lambda: results.append(ensure(table, lock_wait_timeout=1, attempts=5))
@@ -513,7 +513,8 @@ def test_list_partitions_shows_ranges_and_estimates(
 
 
 def test_the_celery_task_is_registered_under_its_stable_name(partitions: ModuleType) -> None:
-    from tasks.app import ENSURE_PARTITIONS_TASK, app
+    from adapters.broker import ENSURE_PARTITIONS_TASK
+    from tasks.app import app
 
     task = app.tasks[ENSURE_PARTITIONS_TASK]
     assert task.name == ENSURE_PARTITIONS_TASK

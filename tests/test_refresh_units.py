@@ -7,10 +7,10 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs at import)
+import tests.warm_fixtures  # noqa: F401  (tasks.app reads the services' URLs from os.environ)
 from adapters.redis.unlink import Heat
-from tasks.refresh import hottest
-from tasks.sweep import SweepResult
+from tasks.work.refresh import hottest
+from tasks.work.sweep import SweepResult
 
 KEYS = st.sampled_from([f"k{n}" for n in range(12)])
 HOT = st.lists(st.tuples(KEYS, st.integers(0, 300)), max_size=40)

@@ -26,9 +26,9 @@ from tests.sidecar import Sidecar, isolated
 from tests.warm_fixtures import WarmEnv, cached, fresh, same, seed_elements, warm_env
 
 # isort: split
-# After warm_fixtures: tasks.app reads its settings from os.environ when imported.
+# After warm_fixtures: tasks.app reads its settings from os.environ on first use.
+from adapters.mysql.primer_query import fresh_response
 from core.response import decode, encode
-from tasks.primer_query import fresh_response
 
 # A query no warm pattern covers: only a primer server's miss fills it (here, from the replica).
 AD_HOC = Query(("security",), priority_threshold=0.3, limit=40)
@@ -280,7 +280,8 @@ def test_a_fallback_flush_waits_for_the_replica_and_is_followed_up(
     worker) falls back to a flush; the flush carries the batch's GTID, so with the replica
     held it gets a follow-up flush, which removes a refill from the replica made after the
     first flush. (Before the fix the flush had no GTID: done at once, the refill stayed.)"""
-    from tasks.app import INVALIDATE_TASK, send
+    from adapters.broker import INVALIDATE_TASK
+    from tasks.app import send
 
     toml = replicas_toml(replica_params, max_wait_s=1)
     with warm_env(services, mysql_params, redis_client, tmp_path, toml_extra=toml) as env:

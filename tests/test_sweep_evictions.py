@@ -13,7 +13,7 @@ from adapters.redis.leases import load_library
 from config.query import Query
 from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFilter, KeyFormat, lease_key
-from tasks.sweep import markers_may_be_gone, sweep
+from tasks.work.sweep import markers_may_be_gone, sweep
 from tests.private_servers import private_redis
 
 KEYS = KeyFormat("evict:megamind:primer:", DEFAULT_KEY_TEMPLATE)

@@ -27,9 +27,10 @@ from tests.warm_fixtures import (
 )
 
 # isort: split
-# After warm_fixtures: tasks.app reads its settings from os.environ when imported.
-from tasks.invalidation import queue_second_pass
-from tasks.warming import after_invalidation, enqueue_warms, warm_query
+# After warm_fixtures: tasks.app reads its settings from os.environ on first use.
+from tasks.warming import enqueue_warms
+from tasks.work.passes import queue_second_pass
+from tasks.work.warming import after_invalidation, warm_query
 
 SECURITY_REQUIRED = Query(("security",), enforcement_level="required")
 AD_HOC = Query(("security",), priority_threshold=0.3, limit=40)  # not a configured pattern

@@ -24,7 +24,7 @@ from tests.services import (
 )
 from tests.sidecar import Sidecar, isolated
 
-# tasks.app reads its settings from os.environ at import: give it the services' URLs when
+# tasks.app reads its settings from os.environ on first use: give it the services' URLs when
 # the test run was not started with .run/services.env sourced.
 for _name, _value in service_env().items():
     os.environ.setdefault(_name, _value)
@@ -39,7 +39,7 @@ class WarmEnv(Sidecar):
 
     def __init__(self, *args: Any, toml_extra: str = "", **kwargs: Any) -> None:
         super().__init__(*args, extra_toml=toml_extra, warm=True, **kwargs)
-        from tasks.runtime import Runtime
+        from tasks.work.runtime import Runtime
 
         self.rt = Runtime(self.settings)
         self.broker = redis.Redis.from_url(self.settings.celery.broker_url)  # a Redis broker here
@@ -142,8 +142,8 @@ def random_query(rng: random.Random) -> Query:
 
 def fresh(env: WarmEnv, query: Query) -> dict:
     """The response a fresh query gives, through JSON and back (as a reader sees it)."""
+    from adapters.mysql.primer_query import fresh_response
     from core.response import decode, encode
-    from tasks.primer_query import fresh_response
 
     return decode(encode(fresh_response(env.rt.db(), env.settings, query), compression=False))
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from adapters import broker
+from config import Settings, load_settings
 from core.batch import Batch
 
 # Retry the publish itself a little (broker blips); past that the listener reconnects and
@@ -12,12 +14,13 @@ RETRY_POLICY = {"max_retries": 5, "interval_start": 0.2, "interval_step": 0.5, "
 
 
 class Publisher:
-    def __init__(self) -> None:
-        from tasks.app import INVALIDATE_QUEUE, INVALIDATE_TASK, WARM_ALL_TASK, WARM_QUEUE, app
-
-        self._app = app
-        self._invalidate = (INVALIDATE_TASK, INVALIDATE_QUEUE)
-        self._warm_all = (WARM_ALL_TASK, WARM_QUEUE)
+    def __init__(self, settings: Settings | None = None) -> None:
+        """Publish to the broker of `settings` (default: loaded from the environment, as the
+        listener's own)."""
+        settings = settings or load_settings()
+        self._app = broker.celery_app(settings)
+        self._invalidate = (broker.INVALIDATE_TASK, broker.queue_name(settings, broker.INVALIDATE))
+        self._warm_all = (broker.WARM_ALL_TASK, broker.queue_name(settings, broker.WARM))
 
     def connect(self) -> None:
         """Publish an empty batch (the task ignores it) before streaming: the first send pays

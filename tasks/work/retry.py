@@ -2,7 +2,7 @@
 
 Anything else is a bug or bad data and must surface, not loop. A broker that refuses a
 publish from inside a task is a connection fault too: kombu raises its OperationalError once
-the send's own retries are spent (tasks.app.send), wrapping the transport's (amqp, redis)
+the send's own retries are spent (adapters.broker.send), wrapping the transport's (amqp, redis)
 connection errors; a raw socket error may escape before kombu wraps it.
 """
 

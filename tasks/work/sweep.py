@@ -12,14 +12,14 @@ With a `Heat` probe (refresh on), the deletes go through primer_cache_invalidate
 which reads each key's OBJECT IDLETIME (or FREQ) and, in the same atomic step as the delete,
 takes the lease on the hot ones: those read recently, and those whose lease stood (a miss or
 a refresh was in progress). From the moment a hot key is gone until the refresh writes it
-(tasks.refresh), or the invalidation releases the keys it will not refresh, readers are told
+(tasks.work.refresh), or the invalidation releases the keys it will not refresh, readers are told
 `busy` and wait for the fresh value instead of each missing and reading the database.
 
 On a Redis Cluster every primary is scanned, concurrently (one thread each: the work is
-network-bound), and deletes are grouped by hash slot (an UNLINK of several keys must stay in
-one slot). A failover during the sweep never skips keys: a node whose scan fails, and every
-slot whose primary changed while the sweep ran, is scanned again in full from the node that
-owns it now (a full re-scan is correct, only slower).
+network-bound; tasks.work.cluster_sweep), and deletes are grouped by hash slot (an UNLINK of
+several keys must stay in one slot). A failover during the sweep never skips keys: a node
+whose scan fails, and every slot whose primary changed while the sweep ran, is scanned again
+in full from the node that owns it now (a full re-scan is correct, only slower).
 
 A fill that lands while the sweep runs, after SCAN passed its key, is caught by the marker
 it leaves: its lease hash, kept for FILLED_GRACE_MS (adapters.redis.lease_library). That marker is
@@ -38,9 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -49,64 +47,17 @@ from adapters.redis.connection import is_cluster
 from adapters.redis.lease_library import FILLED_GRACE_MS
 from adapters.redis.unlink import UNLINK_BATCH, Heat, unlink_with_leases
 from core.keys import KeyFilter, KeyFormat
+from tasks.work.cluster_sweep import SweepIncomplete, sweep_cluster
+from tasks.work.sweep_result import UNPARSEABLE_SAMPLE, SweepResult
 
 log = logging.getLogger(__name__)
+
+__all__ = ["SweepIncomplete", "SweepResult", "delete_keys", "sweep"]
 
 SCAN_COUNT = 1000
 # A cluster node's doomed keys spread over its ~5,461 slots, one UNLINK per slot: collecting
 # more of them per round trip puts several keys in each UNLINK.
 SLOT_GROUPED_BATCH = 10_000
-# Faults of one node during a sweep (failover, a primary gone): that node's slots are re-scanned.
-NODE_FAULTS = (
-    redis.ConnectionError,
-    redis.TimeoutError,
-    redis.exceptions.ClusterError,
-    redis.exceptions.ClusterDownError,
-    redis.exceptions.MovedError,
-    redis.exceptions.AskError,
-    redis.exceptions.TryAgainError,
-    redis.exceptions.ReadOnlyError,
-)
-UNPARSEABLE_SAMPLE = 5  # keys that do not parse, named in the log by the sweep that deletes them
-MAX_ROUNDS = 10  # topology still moving after this many re-scans: fail, the task is retried
-TOPOLOGY_WAIT = 30.0  # how long to wait for the cluster to agree on its slots again
-
-NodeSweep = Callable[[redis.Redis], "SweepResult"]
-
-
-@dataclass
-class SweepResult:
-    scanned: int = 0
-    deleted: int = 0
-    unparseable: int = 0
-    unparseable_sample: list[str] = field(default_factory=list)  # the first few, for the log
-    leases_revoked: int = 0
-    keys: list[str] = field(default_factory=list)  # filled on dry runs only
-    # (key, OBJECT answer) of the deleted keys a Heat probe found hot
-    hot: list[tuple[str, int]] = field(default_factory=list)
-    held: dict[str, str] = field(default_factory=dict)  # hot key -> the lease the sweep took
-    repeats: int = 0  # sweeps run again because a fill's marker may have gone (see above)
-
-    def add(self, other: SweepResult) -> None:
-        self.scanned += other.scanned
-        self.deleted += other.deleted
-        self.unparseable += other.unparseable
-        room = UNPARSEABLE_SAMPLE - len(self.unparseable_sample)
-        self.unparseable_sample.extend(other.unparseable_sample[:room])
-        self.leases_revoked += other.leases_revoked
-        self.keys.extend(other.keys)
-        self.hot.extend(other.hot)
-        self.held.update(other.held)
-        self.repeats += other.repeats
-
-    def to_json(self) -> dict[str, object]:
-        return {
-            "scanned": self.scanned,
-            "deleted": self.deleted,
-            "unparseable": self.unparseable,
-            "leases_revoked": self.leases_revoked,
-            **({"keys": self.keys} if self.keys else {}),
-        }
 
 
 @dataclass
@@ -117,11 +68,6 @@ class _Doomed:
 
     def __len__(self) -> int:
         return len(self.cache) + len(self.leases)
-
-
-class SweepIncomplete(redis.ConnectionError):
-    """Raised when a cluster's topology kept changing through MAX_ROUNDS re-scans; a
-    ConnectionError, so the invalidate task retries the whole batch."""
 
 
 def sweep(
@@ -137,7 +83,7 @@ def sweep(
     """Delete every key under `keys` for which `doomed(filter)` holds, and every key under the
     prefix that does not parse (safe side: it may hold anything), revoking the leases on all
     of them (present or not). Dry runs only list the cache keys and count the leases.
-    `seen` gets every cache key the sweep finds appended (tasks.known_keys)."""
+    `seen` gets every cache key the sweep finds appended (tasks.work.known_keys)."""
 
     by_slot = is_cluster(client)
 
@@ -147,7 +93,7 @@ def sweep(
 
         if not by_slot:
             return sweep_node(client)
-        return _sweep_cluster(client, sweep_node)  # type: ignore[arg-type]
+        return sweep_cluster(client, sweep_node)  # type: ignore[arg-type]
 
     if dry_run:
         return sweep_once(seen)
@@ -220,7 +166,7 @@ def _sweep_node(
     """Scan one node and delete what it holds through the same connection: a cluster node
     owns the slots of every key it returns, so its UNLINKs need no routing (one slot each,
     `by_slot`). A node demoted or gone meanwhile answers MOVED or not at all: the sweep then
-    scans its slots again from their new primary (_sweep_cluster)."""
+    scans its slots again from their new primary (tasks.work.cluster_sweep)."""
     result = SweepResult()
     pending = _Doomed(scanned=True)
     judge = keys.judge(doomed)  # one memo per thread
@@ -294,77 +240,6 @@ def _delete(
     for key, answer, token in done.held:
         result.hot.append((key, answer))
         result.held[key] = token
-
-
-# ---- Redis Cluster ------------------------------------------------------------------------------
-
-
-def _sweep_cluster(client: RedisCluster, sweep_node: NodeSweep) -> SweepResult:
-    result = SweepResult()
-    before = _slot_owners(client, refresh=False)  # the map the client routes by
-    todo = set(before.values())
-    for _round in range(MAX_ROUNDS):
-        failed = _sweep_nodes(client, sorted(todo), sweep_node, result)
-        now = _slot_owners(client, refresh=True)
-        # Slots whose node failed, or whose primary changed while we scanned (a scan may have
-        # read a node being demoted, a delete reached a primary that lost it in the failover):
-        # their primaries now are scanned again, in full.
-        moved = {slot for slot, node in now.items() if before.get(slot) != node}
-        todo = {node for slot, node in now.items() if slot in moved or before.get(slot) in failed}
-        if not todo:
-            return result
-        log.warning(
-            "cluster topology changed during the sweep (%d slots moved, failed nodes: %s): "
-            "re-scanning %s",
-            len(moved),
-            ", ".join(sorted(failed)) or "none",
-            ", ".join(sorted(todo)),
-        )
-        before = now
-    raise SweepIncomplete(f"cluster topology still changing after {MAX_ROUNDS} re-scans")
-
-
-def _sweep_nodes(
-    client: RedisCluster, names: list[str], sweep_node: NodeSweep, result: SweepResult
-) -> set[str]:
-    """Sweep the primaries `names` concurrently; return the names of those that failed."""
-    failed: set[str] = set()
-    with ThreadPoolExecutor(max_workers=len(names), thread_name_prefix="sweep") as pool:
-        futures = {name: pool.submit(_sweep_named, client, name, sweep_node) for name in names}
-        for name, future in futures.items():
-            try:
-                result.add(future.result())
-            except NODE_FAULTS as exc:
-                log.warning(
-                    "sweep of cluster node %s failed (%s): its slots are re-scanned", name, exc
-                )
-                failed.add(name)
-    return failed
-
-
-def _sweep_named(client: RedisCluster, name: str, sweep_node: NodeSweep) -> SweepResult:
-    node = client.get_node(node_name=name)
-    if node is None:
-        raise redis.ConnectionError(f"cluster node {name} is no longer known")
-    return sweep_node(client.get_redis_connection(node))
-
-
-def _slot_owners(client: RedisCluster, *, refresh: bool) -> dict[int, str]:
-    """The primary (host:port) serving each slot, as the client routes now or, with `refresh`,
-    as the cluster says now (asked again until it answers, up to TOPOLOGY_WAIT)."""
-    deadline = time.monotonic() + TOPOLOGY_WAIT
-    while True:
-        try:
-            if refresh:
-                client.nodes_manager.initialize()
-            cache: dict[int, list[Any]] = client.nodes_manager.slots_cache
-            return {slot: nodes[0].name for slot, nodes in cache.items() if nodes}
-        except NODE_FAULTS as exc:
-            if time.monotonic() > deadline:
-                raise SweepIncomplete(f"cluster topology unavailable: {exc}") from exc
-            log.warning("cluster topology unavailable (%s): asking again", exc)
-            time.sleep(0.2)
-            refresh = True
 
 
 def _raw(raw: bytes | str) -> bytes:

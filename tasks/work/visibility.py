@@ -28,7 +28,7 @@ from collections.abc import Iterable
 import pymysql
 
 from core.batch import Batch
-from tasks.runtime import Runtime
+from tasks.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 

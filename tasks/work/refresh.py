@@ -1,7 +1,7 @@
 """Refresh, not miss: recompute the recently read keys an invalidation deleted.
 
 The sweep reads each deleted key's OBJECT IDLETIME (OBJECT FREQ under an LFU policy) in the
-pipeline that UNLINKs it (tasks.sweep.Heat); the hottest of those, up to the per-batch
+pipeline that UNLINKs it (adapters.redis.unlink.Heat); the hottest of those, up to the per-batch
 budget, go to the `refresh` task. It groups them by filter (keys that differ only in sort or
 limit share one), runs one SELECT per group with the largest limit, and writes each key's
 response through the lease guard (a lease taken before the SELECT, the value written by
@@ -23,16 +23,15 @@ from typing import Any
 
 from kombu.exceptions import OperationalError as BrokerError
 
+from adapters.broker import REFRESH_TASK, WARM
+from adapters.mysql.primer_query import fetch_rows
 from adapters.redis import leases
 from adapters.redis.unlink import Heat, heat_of, lfu_policy
 from config.query import Query
 from core.response import build_response, encode
-from tasks import metrics
-from tasks.app import REFRESH_TASK, app, queue_name, send
-from tasks.primer_query import fetch_rows
-from tasks.retry import CONNECTION_ERRORS, retry_on
-from tasks.runtime import Runtime, runtime
-from tasks.sweep import SweepResult
+from tasks.work import metrics
+from tasks.work.runtime import Runtime
+from tasks.work.sweep import SweepResult
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +84,7 @@ def schedule(
     held_keys = {key: held[key] for key in keys if key in held}
     if keys:
         try:
-            send(REFRESH_TASK, [keys, held_keys], queue_name(rt.settings, "warm"))
+            rt.send(REFRESH_TASK, [keys, held_keys], WARM)
         except BrokerError as exc:  # the keys are deleted (correct); only their warmth is lost
             log.error("could not enqueue the refresh of %d keys: %s", len(keys), exc)
             spare = {key: token for key, token in held.items() if key not in warmed}
@@ -183,11 +182,12 @@ def _refresh_group(rt: Runtime, members: list[tuple[str, Query]], result: Refres
             log.info("refresh of %s refused: its lease was revoked meanwhile", key)
 
 
-@app.task(name=REFRESH_TASK, ignore_result=True, **retry_on(*CONNECTION_ERRORS), max_retries=5)
-def refresh(keys: list[str], held: dict[str, str] | None = None) -> dict:
-    rt = runtime()
-    result = refresh_keys(rt, [str(key) for key in keys], held)
+def refresh_and_record(
+    rt: Runtime, keys: list[str], held: Mapping[str, str] | None = None
+) -> RefreshResult:
+    """`refresh_keys`, added to the totals `primer-cache status` shows."""
+    result = refresh_keys(rt, keys, held)
     metrics.record_refresh(
         rt.redis, rt.settings.cache.state_prefix, result.refreshed, result.refused
     )
-    return result.to_json()
+    return result

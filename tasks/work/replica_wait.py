@@ -1,4 +1,5 @@
-"""Invalidate after the read replicas have the change (DESIGN §4, issue 8).
+"""Invalidate after the read replicas have the change (issue 8): a primer server that reads
+from a replica must not refill a deleted key from a replica that has not applied the change.
 
 A batch's first pass waits, up to `replicas.max_wait_s`, until every replica has applied the
 batch's GTID, then sweeps. A replica late or down does not hold the pipeline: the sweep runs
@@ -18,11 +19,11 @@ from __future__ import annotations
 
 import logging
 
+from adapters.broker import INVALIDATE, REPLICA_FOLLOWUP_TASK
 from core.backoff import doubling
 from core.batch import Batch
-from tasks import metrics
-from tasks.app import REPLICA_FOLLOWUP_TASK, queue_name, send
-from tasks.runtime import Runtime
+from tasks.work import metrics
+from tasks.work.runtime import Runtime
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +63,10 @@ def send_followup(rt: Runtime, batch: Batch, late: list[str], attempt: int) -> N
     task that calls this retries (the follow-up is the only thing that fixes later fills)."""
     if attempt == 1:
         metrics.record_replica_followup(rt.redis, rt.settings.cache.state_prefix)
-    send(
+    rt.send(
         REPLICA_FOLLOWUP_TASK,
         [batch.to_json(), late, attempt],
-        queue_name(rt.settings, "invalidate"),
+        INVALIDATE,
         countdown=followup_delay(attempt),
     )
 
