@@ -1,4 +1,4 @@
 """I/O that more than one entry point speaks, grouped by the service it talks to: redis/,
-mysql/ (the broker's lives with the Celery app in tasks/), observability/ (what a process shows
-its operators), and unreachable (a failure of any of them as one line). Imports run
-config <- core <- adapters <- worker, tasks <- cli, reference_server."""
+mysql/, broker (the Celery broker: task names, queues, the app publishers send through),
+observability/ (what a process shows its operators), and unreachable (a failure of any of them
+as one line). Imports run config <- core <- adapters <- worker, tasks <- cli, reference_server."""

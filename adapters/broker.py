@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
 from celery import Celery
 from kombu import Queue
 
+from adapters.redis.connection import RedisConnectError, connect_redis
 from config import Settings
+from config.secrets import redact_url
 from config.sentinel import is_sentinel_url, parse_sentinel_url
 
 # Stable task names: operators call them with `celery -A tasks call <name>`.
@@ -132,3 +135,26 @@ def send(
         retry=True,
         retry_policy=SEND_RETRY,
     )
+
+
+def broker_eviction_warning(settings: Settings) -> str | None:
+    """A loud warning when the broker is a Redis that may evict keys (Celery loses messages)."""
+    if not settings.celery.broker_url.startswith(
+        ("redis://", "rediss://", "unix://", "redis+sentinel:")
+    ):
+        return None
+    try:
+        client = connect_redis(settings.celery.broker_url, socket_connect_timeout=3)
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+    except (redis.RedisError, RedisConnectError):
+        # unreachable, or CONFIG refused (a least-privilege ACL user): quiet, the connection
+        # errors speak for themselves
+        return None
+    if policy and policy != "noeviction" and not policy.startswith("volatile"):
+        return (
+            f"!!! BROKER REDIS {redact_url(settings.celery.broker_url)} HAS "
+            f"maxmemory-policy={policy}: "
+            "it may evict queued tasks and lose invalidations. "
+            "Use a broker Redis with noeviction. !!!"
+        )
+    return None

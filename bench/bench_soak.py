@@ -5,7 +5,7 @@
 Per rate, everything is the benchmark's own and loopback only: a MariaDB primary with a GTID
 replica (the sidecar's two sources), a cache Redis under three sentinels (primary, replica),
 a Redis broker, two Celery workers, a leading listener and a standby, all with the product's
-defaults (listener.leader_ttl_ms 10 s, listener.redeliver_after_s 30 s, cache.second_pass_ms
+defaults (listener.leader_ttl_ms 1 s, listener.redeliver_after_s 30 s, cache.second_pass_ms
 250, cache.wait_replicas 1). A writer commits single-row changes at the rate, each to a chunk
 of its own whose category only one planted key (the change's sentinel key) shows; a checker
 polls the keys of the changes in flight and records commit -> gone. Faults, one at a time,
@@ -37,6 +37,7 @@ import redis
 from adapters.mysql.sources import SourcePicker
 from adapters.redis.connection import connect_redis
 from adapters.redis.replica_ack import ReplicaAck
+from config import ListenerSettings
 from config.mysql import MySQLSettings
 from config.query import Query
 from tests.private_servers import (
@@ -234,7 +235,7 @@ class Soak:
             self.client,
             self.workdir,
             second_pass_ms=250,
-            leader_ttl_ms=10_000,
+            leader_ttl_ms=ListenerSettings.leader_ttl_ms,
             redeliver_after_s=30,
         )
         s.callback(self.car.stop)

@@ -24,8 +24,8 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
-    from tasks.consistency import check_cache
-    from tasks.runtime import Runtime
+    from tasks.work.consistency import check_cache
+    from tasks.work.runtime import Runtime
 
     if args.sample is not None and args.sample < 1:
         raise UsageError(f"--sample {args.sample!r}: give a number of keys, 1 or more")

@@ -36,9 +36,9 @@ def register(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
-    from tasks.elements import element_images
     from tasks.invalidation import run_invalidation
-    from tasks.runtime import Runtime
+    from tasks.work.elements import element_images
+    from tasks.work.runtime import Runtime
 
     rt = Runtime(load_settings())
     doomed: Callable[[KeyFilter], bool] | None = None

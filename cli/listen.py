@@ -58,8 +58,8 @@ def _load_lease_library(listener: Any) -> bool:
 
 
 def _warn_if_broker_evicts(settings: Settings) -> None:
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
-    from tasks.health import broker_eviction_warning
+    # Deferred: Celery's import cost, which only `listen` pays (cli/__init__.py).
+    from adapters.broker import broker_eviction_warning
 
     warning = broker_eviction_warning(settings)
     if warning:

@@ -31,6 +31,7 @@ from kombu.exceptions import ChannelError
 from adapters import unreachable
 from adapters.redis import heartbeat, undecodable
 from adapters.redis.connection import connect_redis
+from adapters.redis.stats import stats_key
 from config import Settings, load_settings
 from core.keys import KeyFormat, checkpoint_key, leader_key
 from core.partition_plan import PartitionError, headroom_months, understand
@@ -92,8 +93,6 @@ def _unreachable(exc: Exception, settings: Settings) -> str:
 
 def _from_cache(settings: Settings) -> dict[str, Any]:
     """The parts of the status the cache Redis holds."""
-    from tasks.metrics import stats_key  # deferred: see cli/__init__.py
-
     cache = connect_redis(settings.cache.url, socket_connect_timeout=5, socket_timeout=10)
     prefix = settings.cache.state_prefix
     raw = cache.get(checkpoint_key(prefix))
@@ -185,7 +184,7 @@ def _partitions(settings: Settings) -> dict[str, Any]:
     """The managed table's partition headroom in months, read from information_schema."""
     # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
     from tasks.partitions import read_partitioning
-    from tasks.runtime import connect_mysql
+    from tasks.work.runtime import connect_mysql
 
     database, table = settings.mysql.database, settings.partitions.table
     name = f"{database}.{table}"

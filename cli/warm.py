@@ -69,8 +69,8 @@ def run(args: argparse.Namespace) -> int:
     query = pattern_from_args(args)
     settings = load_settings()
     # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
-    from tasks.runtime import Runtime
     from tasks.warming import enqueue_warms
+    from tasks.work.runtime import Runtime
 
     rt = Runtime(settings)
     queries = settings.warm.patterns if query is None else (query,)

@@ -18,13 +18,13 @@ from celery.signals import (
     worker_ready,
 )
 
-from adapters.broker import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK
+from adapters.broker import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK, broker_eviction_warning
 from adapters.observability import logs
 from adapters.redis.connection import RedisConnectError, connect_redis
 from adapters.redis.leases import LeaseLibraryError, load_library
 from tasks.app import refuse_to_start, settings
 from tasks.work import metrics
-from tasks.work.health import broker_eviction_warning, replica_problem
+from tasks.work.health import replica_problem
 from tasks.work.liveness import worker_beat
 
 log = logging.getLogger("primer_cache")

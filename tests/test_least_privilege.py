@@ -167,7 +167,7 @@ def test_the_cache_runs_as_the_readme_acl_user(acl_sidecar: Sidecar) -> None:
 
 
 def test_the_broker_eviction_check_is_quiet_without_config(acl_sidecar: Sidecar) -> None:
-    from tasks.work.health import broker_eviction_warning
+    from adapters.broker import broker_eviction_warning
 
     settings = load_settings(
         {
@@ -261,7 +261,7 @@ def test_status_shows_no_password(services: dict[str, str], tmp_path: Path) -> N
 def test_the_broker_eviction_warning_hides_the_password(
     services: dict[str, str], redis_client: redis.Redis
 ) -> None:
-    from tasks.work.health import broker_eviction_warning
+    from adapters.broker import broker_eviction_warning
 
     user = unique("primer_broker_")
     redis_client.execute_command("ACL", "SETUSER", user, "on", f">{PASSWORD}", "+config|get")

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from core.flush_reason import FlushReason
 from core.partition_plan import Month, headroom_months
 from tasks.work.consistency import reservoir
-from tasks.work.metrics import flush_reason
 from tasks.work.multiprocess import is_celery_worker
 from worker.metrics import Freshness, RowCounts, operation
 
@@ -88,7 +88,7 @@ def test_only_a_celery_worker_uses_multiprocess_mode(argv: list[str], worker: bo
     ],
 )
 def test_flush_reason_labels(reason: str, label: str) -> None:
-    assert flush_reason(reason) == label
+    assert FlushReason.of_text(reason) == label
 
 
 def test_row_operations_and_counts() -> None:

@@ -56,7 +56,7 @@ class Listener:
                 socket_connect_timeout=renew_timeout,
             ),
         )
-        self.publisher = publisher or Publisher()
+        self.publisher = publisher or Publisher(settings)
         # The binlog's source: the primary among PRIMER_MYSQL_URL's sources (adapters.mysql.sources)
         self.sources = SourcePicker(settings.sources)
         self.stopping = threading.Event()

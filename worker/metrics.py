@@ -1,8 +1,8 @@
 """The listener's Prometheus metrics and health, served on PRIMER_METRICS_PORT
 (`listener.metrics_port`) when it is set: `/metrics` and `/healthz`.
 
-Its own registry, not prometheus-client's global one: the listener imports the tasks package
-(to publish), and the worker's metrics must not show up here as zeros.
+Its own registry, not prometheus-client's global one: nothing registered globally by a
+library or a test in the same process shows up here.
 
 Lag is now minus the binlog commit time of the last transaction the listener has taken from
 the stream, and 0 once it is caught up: the reader's queue is empty and no transaction waits

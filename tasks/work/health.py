@@ -1,43 +1,16 @@
-"""Start-up checks shared by the processes: a broker Redis that may evict queued tasks, read
-replicas that cannot be waited for."""
+"""The worker's start-up check of the read replicas: ones that cannot be waited for."""
 
 from __future__ import annotations
 
 import logging
 
 import pymysql
-import redis
 
 from adapters.mysql.replicas import ReplicaError, check_replicas
-from adapters.redis.connection import RedisConnectError, connect_redis
 from config import Settings
-from config.secrets import redact_url
 from tasks.work.runtime import connect_mysql
 
 log = logging.getLogger(__name__)
-
-
-def broker_eviction_warning(settings: Settings) -> str | None:
-    """A loud warning when the broker is a Redis that may evict keys (Celery loses messages)."""
-    if not settings.celery.broker_url.startswith(
-        ("redis://", "rediss://", "unix://", "redis+sentinel:")
-    ):
-        return None
-    try:
-        client = connect_redis(settings.celery.broker_url, socket_connect_timeout=3)
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
-    except (redis.RedisError, RedisConnectError):
-        # unreachable, or CONFIG refused (a least-privilege ACL user): quiet, the connection
-        # errors speak for themselves
-        return None
-    if policy and policy != "noeviction" and not policy.startswith("volatile"):
-        return (
-            f"!!! BROKER REDIS {redact_url(settings.celery.broker_url)} HAS "
-            f"maxmemory-policy={policy}: "
-            "it may evict queued tasks and lose invalidations. "
-            "Use a broker Redis with noeviction. !!!"
-        )
-    return None
 
 
 def replica_problem(settings: Settings) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from adapters.redis.unlink import Heat
 from core.batch import Batch
+from core.flush_reason import FlushReason
 from core.keys import KeyFilter
 from core.predicate import ChangeIndex
 from tasks.work import metrics, refresh, warming
@@ -72,7 +73,7 @@ def change_index(rt: Runtime, batch: Batch) -> ChangeIndex:
 def _flush(rt: Runtime, batch: Batch, dry_run: bool) -> SweepResult:
     result = sweep(rt.redis, rt.keys, lambda key_filter: True, dry_run=dry_run)
     if not dry_run:
-        metrics.FALLBACK_FLUSHES.labels(metrics.flush_reason(batch.reason)).inc()
+        metrics.FALLBACK_FLUSHES.labels(FlushReason.of_text(batch.reason)).inc()
     log.warning(
         "%s %d primer keys under %r (%s) up to %s",
         "WOULD FLUSH" if dry_run else "FLUSHED",

@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import Metric
 
 from adapters.observability import metrics_http
 from adapters.redis.stats import stats_key as stats_key  # status reads the hash here
+from core.flush_reason import TASK_FLUSHES
 from tasks.work.multiprocess import ENV as MULTIPROC_ENV
 from tasks.work.sweep import SweepResult
 
@@ -145,40 +146,13 @@ CHECK_LAST_RUN = Gauge(
 
 # Labels exported from the start (0), so a rule or a dashboard never sees a missing series.
 WARM_OUTCOMES = ("warmed", "collapsed", "aborted")
-FLUSH_REASONS = (
-    "cold_start",
-    "ddl",
-    "odd_row",
-    "undecodable_event",
-    "checkpoint_unresumable",
-    "failed_batch",
-    "operator",
-    "other",
-)
 CHECK_RESULTS = ("checked", "stale", "missing", "undecodable")
 for _outcome in WARM_OUTCOMES:
     WARMS.labels(_outcome)
-for _reason in FLUSH_REASONS:
+for _reason in TASK_FLUSHES:
     FALLBACK_FLUSHES.labels(_reason)
 for _result in CHECK_RESULTS:
     CHECK_KEYS.labels(_result)
-
-
-def flush_reason(reason: str) -> str:
-    """The label of a flush batch's free-text reason (as core.batch carries it)."""
-    text = reason.lower()
-    for prefix, label in (
-        ("cold start", "cold_start"),
-        ("ddl", "ddl"),
-        ("unreadable row", "odd_row"),
-        ("undecodable event", "undecodable_event"),
-        ("checkpoint", "checkpoint_unresumable"),
-        ("fallback after", "failed_batch"),  # a batch the task could not process
-        ("operator", "operator"),
-    ):
-        if text.startswith(prefix):
-            return label
-    return "other" if text else "operator"
 
 
 # ---- Redis totals (primer-cache status) --------------------------------------------------------
