@@ -23,7 +23,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.work.consistency import check_cache
     from tasks.work.runtime import Runtime
 

@@ -35,7 +35,7 @@ def register(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.invalidation import run_invalidation
     from tasks.work.elements import element_images
     from tasks.work.runtime import Runtime

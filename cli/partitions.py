@@ -66,7 +66,7 @@ def run_ensure(args: argparse.Namespace) -> int:
     _check_range("--months-ahead", args.months_ahead, MONTHS_AHEAD_RANGE)
     _check_range("--retain-months", args.retain_months, RETAIN_MONTHS_RANGE)
     settings = load_settings()
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.partitions import ensure_from_settings
 
     with _mysql_failures(settings):
@@ -132,7 +132,7 @@ def _why_refused(result: Result) -> str:
 
 def run_list(args: argparse.Namespace) -> int:
     settings = load_settings()
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.partitions import list_partitions
 
     with _mysql_failures(settings):
@@ -161,7 +161,7 @@ def _check_range(option: str, value: int | None, allowed: range) -> None:
 @contextmanager
 def _mysql_failures(settings: Settings) -> Iterator[None]:
     """A bad table or a MySQL failure as an OperationError naming the table and the server."""
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.partitions import DatabaseUnavailable
 
     try:

@@ -50,7 +50,8 @@ def register(commands: Any) -> None:
 def collect(settings: Settings | None = None) -> dict[str, Any]:
     """What `status` shows. A server that cannot be reached is a problem in the answer (its
     parts stay empty), never an exception: monitoring parses the JSON whatever is down."""
-    from tasks.app import QUEUES  # deferred: see cli/__init__.py
+    # Deferred: Celery's import cost (cli/__init__.py).
+    from adapters.broker import queues
 
     settings = settings or load_settings()
     info: dict[str, Any] = {
@@ -75,7 +76,7 @@ def collect(settings: Settings | None = None) -> dict[str, Any]:
     except Exception as exc:
         info["unreachable"].append(_unreachable(exc, settings))
     try:
-        info["queues"] = queue_depths(settings, QUEUES)
+        info["queues"] = queue_depths(settings, queues(settings))
     except Exception as exc:
         info["unreachable"].append(_unreachable(exc, settings))
     info["partitions"] = _partitions(settings)
@@ -182,7 +183,7 @@ def _warm_keys(cache: Any, keys: list[str]) -> dict[str, bool]:
 
 def _partitions(settings: Settings) -> dict[str, Any]:
     """The managed table's partition headroom in months, read from information_schema."""
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.partitions import read_partitioning
     from tasks.work.runtime import connect_mysql
 
@@ -207,8 +208,10 @@ def _partitions(settings: Settings) -> dict[str, Any]:
 def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int | None]:
     """Messages waiting in each queue, on a Redis broker or RabbitMQ alike (a passive
     declare); None for a queue the broker does not have (no worker declared it yet)."""
-    from tasks.app import app, kombu_broker  # deferred: see cli/__init__.py
+    # Deferred: Celery's import cost (cli/__init__.py).
+    from adapters.broker import celery_app, kombu_broker
 
+    app = celery_app(settings)
     depths: dict[str, int | None] = {}
     url, sentinel = kombu_broker(settings.celery.broker_url)
     options = {**app.conf.broker_transport_options, **sentinel}

@@ -68,7 +68,7 @@ def pattern_from_args(args: argparse.Namespace) -> Query | None:
 def run(args: argparse.Namespace) -> int:
     query = pattern_from_args(args)
     settings = load_settings()
-    # Deferred: importing tasks/ builds the Celery app from the settings (cli/__init__.py).
+    # Deferred: importing tasks/ imports Celery and registers the tasks (cli/__init__.py).
     from tasks.warming import enqueue_warms
     from tasks.work.runtime import Runtime
 
@@ -97,7 +97,7 @@ def _reach_broker() -> None:
 
 
 def _wait(sent: list[dict], timeout: float) -> int:
-    # Deferred: Celery, for this command alone; tasks/ builds its app (cli/__init__.py).
+    # Deferred: Celery, for this command alone (cli/__init__.py).
     from celery.exceptions import TimeoutError as ResultTimeout
 
     from tasks.app import app

@@ -84,14 +84,3 @@ def _configure(sender: Celery, **_: object) -> None:
         timezone="UTC",
         enable_utc=True,
     )
-
-
-def __getattr__(name: str) -> Any:
-    # QUEUES depends on the settings, which are not read at import: cli/status.py imports it
-    # from here (adapters.broker.queues is the function).
-    if name == "QUEUES":
-        return broker.queues(settings())
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-kombu_broker = broker.kombu_broker  # cli/status.py imports it from here
