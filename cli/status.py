@@ -207,7 +207,8 @@ def _partitions(settings: Settings) -> dict[str, Any]:
 
 def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int | None]:
     """Messages waiting in each queue, on a Redis broker or RabbitMQ alike (a passive
-    declare); None for a queue the broker does not have (no worker declared it yet)."""
+    declare); None for a queue RabbitMQ does not have (no worker declared it yet). A Redis
+    broker keeps a queue as a list, which is gone while empty: its missing queue is 0."""
     # Deferred: Celery's import cost (cli/__init__.py).
     from adapters.broker import celery_app, kombu_broker
 
@@ -222,7 +223,9 @@ def queue_depths(settings: Settings, queues: tuple[str, ...]) -> dict[str, int |
             try:
                 depths[name] = int(channel.queue_declare(name, passive=True).message_count)
             except ChannelError:
-                depths[name] = None  # RabbitMQ closes the channel on a missing queue
+                # RabbitMQ closes the channel on a missing queue; kombu's Redis transport
+                # refuses a passive declare of an empty one (no list), which is 0 messages
+                depths[name] = 0 if conn.transport.driver_type == "redis" else None
             finally:
                 with contextlib.suppress(Exception):
                     channel.close()
