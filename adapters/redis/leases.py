@@ -140,9 +140,7 @@ def invalidate(
     for (group, _args), reply in zip(calls, _fcall_each(client, INVALIDATE, calls), strict=True):
         for n, key in enumerate(group):
             deleted, stood, answer, token = reply[4 * n : 4 * n + 4]
-            out.append(
-                (key, Invalidated(bool(deleted), bool(stood), int(answer), _bytes(token).decode()))
-            )
+            out.append((key, Invalidated(bool(deleted), bool(stood), int(answer), _decoded(token))))
     return out
 
 
@@ -159,8 +157,7 @@ def warm_lease(client: redis.Redis, key: str | bytes, lease_ms: int) -> str | No
 
 def _token(reply: Any) -> str | None:
     """The token of a warm_lease reply; None for an unleasable key (`busy 0`)."""
-    kind, payload = reply
-    return _bytes(payload).decode() if _text(kind) == "lease" else None
+    return parse_answer(reply).token
 
 
 def fill(client: redis.Redis, key: str | bytes, token: str, value: bytes, ttl_s: int) -> bool:
@@ -168,11 +165,6 @@ def fill(client: redis.Redis, key: str | bytes, token: str, value: bytes, ttl_s:
     return bool(_fcall(client, FILL, key, token, value, ttl_s))
 
 
-def _text(raw: object) -> str:
+def _decoded(raw: object) -> str:
+    """A reply field as text (redis-py gives bytes, or an int for a number)."""
     return raw.decode() if isinstance(raw, bytes) else str(raw)
-
-
-def _bytes(raw: object) -> bytes:
-    if isinstance(raw, bytes):
-        return raw
-    return str(raw).encode()
