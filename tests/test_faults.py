@@ -137,7 +137,7 @@ def chaos(car: Sidecar, rng: random.Random, seconds: float, broker: str) -> None
                 car.start_worker()
             if "listener" in victims:
                 car.start_listener()
-            next_kill = time.monotonic() + rng.uniform(2, 6)
+            next_kill = time.monotonic() + rng.uniform(1.5, 4)
         time.sleep(rng.uniform(0, 0.15))  # pacing the workload, not waiting for anything
     back = time.monotonic()
     outcome = work.wait_complete(f"chaos on {broker}", back, CATCH_UP_TIMEOUT)
@@ -152,7 +152,7 @@ def test_chaos_with_the_redis_broker(
     services: dict[str, str], mysql_params: dict, redis_client: redis.Redis, workdir: Path
 ) -> None:
     with sidecar(services, mysql_params, redis_client, workdir, second_pass_ms=250) as car:
-        chaos(car, random.Random(11), 25, "redis")
+        chaos(car, random.Random(11), 15, "redis")
 
 
 def test_chaos_with_rabbitmq(
@@ -165,7 +165,7 @@ def test_chaos_with_rabbitmq(
     with sidecar(
         services, mysql_params, redis_client, workdir, second_pass_ms=250, broker_url=amqp_url
     ) as car:
-        chaos(car, random.Random(12), 25, "rabbitmq")
+        chaos(car, random.Random(12), 15, "rabbitmq")
 
 
 # ---- server outages: no process exits, and afterwards nothing is missing ------------------------
