@@ -118,7 +118,6 @@ FAST_LANE_ERRORS = Counter(
 # Exported from the start, so alerts see a 0 before the first flush.
 for _reason in LISTENER_FLUSHES:
     FALLBACK_FLUSHES.labels(_reason)
-OPERATIONS = ("insert", "update", "delete")
 
 
 def operation(before: object, after: object) -> str:
