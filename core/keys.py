@@ -161,6 +161,12 @@ def leader_key(state_prefix: str) -> str:
     return f"{state_prefix}{LISTENER_TAG}:leader"
 
 
+def leader_connection_key(state_prefix: str) -> str:
+    """The leader's token and the id of its renewing connection: a standby that finds that
+    connection gone takes over without waiting out the lock (worker.leader)."""
+    return f"{state_prefix}{LISTENER_TAG}:leader-connection"
+
+
 def checkpoint_key(state_prefix: str) -> str:
     return f"{state_prefix}{LISTENER_TAG}:checkpoint"
 

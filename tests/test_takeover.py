@@ -89,6 +89,30 @@ def test_a_lock_taken_over_is_reported_to_the_loop(redis_client: redis.Redis, pr
         first.stop_renewing()
 
 
+def test_a_holder_whose_connection_is_gone_is_replaced_without_waiting_out_its_lock(
+    services: dict[str, str], redis_client: redis.Redis, prefix: str
+) -> None:
+    """A 60 s lock: only the holder's connection dropping (a dead process) can free it soon.
+    While the connection lives (a stopped or slow leader), the lock is the holder's."""
+    renew_client = redis.Redis.from_url(services["PRIMER_REDIS_URL"])  # a pool of its own
+    first = Leadership(redis_client, prefix, 60_000, renew_client=renew_client)
+    second = _leadership(redis_client, prefix, ttl_ms=60_000)
+    assert first.try_acquire()
+    first.start_renewing()
+    wait_for(
+        lambda: redis_client.exists(first.connection_key),
+        timeout=5,
+        what="the renewer to record its connection",
+    )
+    first.stop_renewing()  # stalled, but connected
+    assert not second.take_over_from_a_dead_holder() and not second.try_acquire()
+    renew_client.connection_pool.disconnect()  # what the kernel does for a killed process
+    assert second.take_over_from_a_dead_holder() and second.try_acquire()
+    assert not redis_client.exists(first.connection_key)  # the dead holder's record went too
+    with pytest.raises(LeadershipLost):
+        first.save_checkpoint(Checkpoint(GtidPosition("0-1-9")))  # still fenced
+
+
 def _lost(lead: Leadership) -> bool:
     lead.alive()
     try:
@@ -132,6 +156,8 @@ def test_a_standby_takes_over_within_about_a_second_of_a_sigkill(
             what=f"{key}: a change committed just after the leader's SIGKILL invalidated",
         )
         print(f"\nTAKEOVER: gone {time.monotonic() - committed:.2f} s after its commit")
+        # noticed by the leader's connection dropping, not by its lock running out
+        assert "connection to Redis is gone" in standby.output()
         assert "streaming from" in standby.output() and "COLD START" not in standby.output()
 
 

@@ -12,6 +12,14 @@ it is alive (`Leadership.alive()`); a loop that stalled for LOOP_STALL_S lets th
 stuck leader must not hold it for good), and a renewal that finds the lock another's tells the
 loop (`Leadership.check()` raises LeadershipLost).
 
+A leader that dies (SIGKILL, a crash) is noticed sooner than its lock's TTL: the renewer
+records the id of its connection beside the lock (`leader_connection_key`), and a standby that
+finds that connection gone from Redis (`CLIENT LIST ID`: the kernel closed the socket of the
+dead process) removes the lock, if it is still the same holder's, and takes it at once. A
+leader that is merely stopped or slow keeps its connection, so it keeps the TTL's grace; a
+leader whose connection dropped but lives on loses the lead like a false takeover: duplicate
+deletes, never a missed one (the checkpoint stays fenced).
+
 Acquiring is one script too: a free lock is taken (SET NX), and a lock that still holds our
 own token is renewed and kept (a listener whose stream broke streams again at once instead of
 waiting out its own lock, issue 22 item 7); a lock another replica holds is never touched, so
@@ -27,10 +35,12 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any, cast
 
 import redis
 
-from core.keys import checkpoint_key, leader_key
+from adapters.redis.connection import is_cluster
+from core.keys import checkpoint_key, leader_connection_key, leader_key
 from core.position import Checkpoint
 
 log = logging.getLogger(__name__)
@@ -48,9 +58,20 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+# ARGV[3]: the id of the renewing connection ('' when unknown), kept beside the lock.
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  if ARGV[3] ~= '' then
+    redis.call('SET', KEYS[2], ARGV[1] .. ' ' .. ARGV[3], 'PX', ARGV[2])
+  end
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+# A standby found the holder's connection gone: the lock goes, if it is still that holder's.
+_BREAK = """
+if redis.call('GET', KEYS[2]) == ARGV[2] and redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1], KEYS[2])
 end
 return 0
 """
@@ -65,7 +86,7 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1], KEYS[2]) end
 return 0
 """
 
@@ -90,12 +111,15 @@ class Leadership:
         # one hash tag: the fencing scripts touch both keys (one slot on a cluster)
         self.lock_key = leader_key(state_prefix)
         self.checkpoint_key = checkpoint_key(state_prefix)
+        self.connection_key = leader_connection_key(state_prefix)
         self.token = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._acquire = client.register_script(_ACQUIRE)
         self._renew = client.register_script(_RENEW)
         self._fenced_set = client.register_script(_FENCED_SET)
         self._fenced_del = client.register_script(_FENCED_DEL)
         self._release = client.register_script(_RELEASE)
+        self._break = client.register_script(_BREAK)
+        self._probing = True  # CLIENT LIST may be refused (an ACL, renamed commands)
         self.renewed_at = 0.0
         self._renewer: Renewer | None = None
 
@@ -121,8 +145,44 @@ class Leadership:
         value = self.client.get(self.lock_key)
         return value.decode() if isinstance(value, bytes) else value
 
+    @property
+    def lock_keys(self) -> list[str]:
+        return [self.lock_key, self.connection_key]
+
+    def take_over_from_a_dead_holder(self) -> bool:
+        """True when the holder's renewing connection is gone from Redis and its lock was
+        removed (try_acquire next); False while it lives, or when that cannot be told."""
+        if not self._probing:
+            return False
+        raw = self.client.get(self.connection_key)
+        value = (raw.decode() if isinstance(raw, bytes) else raw) or ""
+        holder, _, connection = value.rpartition(" ")
+        if not holder or not connection.isdigit():
+            return False  # no renewal recorded yet: the TTL decides
+        try:
+            if connection_alive(self.client, self.lock_key, connection):
+                return False
+        except redis.ResponseError as exc:
+            self._probing = False
+            log.warning(
+                "listener %s: CLIENT LIST refused (%s): a dead leader is noticed when its "
+                "lock runs out only",
+                self.token,
+                exc,
+            )
+            return False
+        if not self._break(keys=self.lock_keys, args=[holder, value]):
+            return False
+        log.warning(
+            "listener %s: the leader %s's connection to Redis is gone; taking over without "
+            "waiting out its lock",
+            self.token,
+            holder,
+        )
+        return True
+
     def renew(self) -> None:
-        if not self._renew(keys=[self.lock_key], args=[self.token, self.ttl_ms]):
+        if not self._renew(keys=self.lock_keys, args=[self.token, self.ttl_ms, ""]):
             raise LeadershipLost(f"listener {self.token} lost the leader lock {self.lock_key!r}")
         self.renewed_at = time.monotonic()
 
@@ -162,7 +222,7 @@ class Leadership:
     def release(self) -> None:
         self.stop_renewing()
         with contextlib.suppress(redis.RedisError):
-            self._release(keys=[self.lock_key], args=[self.token])
+            self._release(keys=self.lock_keys, args=[self.token])
 
     def load_checkpoint(self) -> Checkpoint | None:
         raw = self.client.get(self.checkpoint_key)
@@ -187,6 +247,7 @@ class Renewer(threading.Thread):
     def __init__(self, leadership: Leadership, client: redis.Redis) -> None:
         super().__init__(name="leader-lock", daemon=True)
         self.leadership = leadership
+        self.client = client
         self._renew = client.register_script(_RENEW)
         self.lost = threading.Event()
         self.loop_at = time.monotonic()
@@ -199,24 +260,34 @@ class Renewer(threading.Thread):
             self.join(5)
 
     def run(self) -> None:
-        lead = self.leadership
-        while not self._stopping.wait(lead.renew_interval):
-            stalled = time.monotonic() - self.loop_at
-            if stalled >= LOOP_STALL_S:
-                # The loop is stuck: let the lock run out, so that a standby takes over.
-                self._log(f"the listener's loop made no progress for {stalled:.0f} s")
-                continue
-            try:
-                ours = self._renew(keys=[lead.lock_key], args=[lead.token, lead.ttl_ms])
-            except redis.RedisError as exc:
-                # Redis away: the lock runs out on its own; the next renewal says whether it
-                # is still ours. Meanwhile the checkpoint stays fenced.
-                self._log(f"renewing the leader lock failed ({exc})")
-                continue
-            if not ours:
-                self.lost.set()
+        # The first renewal at once: it records the connection a standby watches.
+        while not self._renew_once():
+            if self._stopping.wait(self.leadership.renew_interval):
                 return
-            lead.renewed_at = time.monotonic()
+
+    def _renew_once(self) -> bool:
+        """One renewal; True when the renewer is done (the lock is lost)."""
+        lead = self.leadership
+        stalled = time.monotonic() - self.loop_at
+        if stalled >= LOOP_STALL_S:
+            # The loop is stuck: let the lock run out, so that a standby takes over.
+            self._log(f"the listener's loop made no progress for {stalled:.0f} s")
+            return False
+        try:
+            # The id of the connection the renewal itself goes out on (the renewer alone
+            # uses this client): a standby takes over once it is gone.
+            connection = connection_id(self.client, lead.lock_key)
+            ours = self._renew(keys=lead.lock_keys, args=[lead.token, lead.ttl_ms, connection])
+        except redis.RedisError as exc:
+            # Redis away: the lock runs out on its own; the next renewal says whether it
+            # is still ours. Meanwhile the checkpoint stays fenced.
+            self._log(f"renewing the leader lock failed ({exc})")
+            return False
+        if not ours:
+            self.lost.set()
+            return True
+        lead.renewed_at = time.monotonic()
+        return False
 
     def _log(self, why: str) -> None:
         now = time.monotonic()
@@ -224,3 +295,27 @@ class Renewer(threading.Thread):
             self._logged_at = now
             token = self.leadership.token
             log.warning("listener %s: %s; the leader lock is not renewed", token, why)
+
+
+# ---- the holder's connection ------------------------------------------------------------------
+
+
+def _on_key_node(client: redis.Redis, key: str) -> dict[str, Any]:
+    """On a cluster, a connection id means something on the node that holds the lock only."""
+    if is_cluster(client):
+        return {"target_nodes": cast(Any, client).get_node_from_key(key)}
+    return {}
+
+
+def connection_id(client: redis.Redis, key: str) -> str:
+    """The id of the connection `client` talks to `key`'s server on ('' when refused)."""
+    try:
+        return str(int(client.execute_command("CLIENT ID", **_on_key_node(client, key))))
+    except redis.ResponseError:
+        return ""  # an ACL without CLIENT: the TTL alone decides
+
+
+def connection_alive(client: redis.Redis, key: str, connection: str) -> bool:
+    """Whether `key`'s server still has the client connection `connection`."""
+    listed = client.client_list(client_id=[connection], **_on_key_node(client, key))
+    return any(str(entry.get("id")) == connection for entry in listed)

@@ -168,6 +168,9 @@ class Listener:
             metrics.FRESHNESS.tick()
             if self.leadership.try_acquire():
                 return True
+            # A leader that died is noticed by its connection dropping, not its lock's TTL.
+            if self.leadership.take_over_from_a_dead_holder() and self.leadership.try_acquire():
+                return True
             if not announced:
                 log.info("%s: leader is %s; waiting", self.name, self.leadership.holder())
                 announced = True
