@@ -9,7 +9,7 @@ from adapters.broker import INVALIDATE_TASK, REPLICA_FOLLOWUP_TASK
 from tasks.app import app, runtime
 from tasks.work import passes
 from tasks.work.invalidation import run_invalidation
-from tasks.work.retry import CONNECTION_ERRORS, retry_on
+from tasks.work.retry import CONNECTION_ERRORS, retry_promptly
 
 __all__ = ["invalidate", "replica_followup", "run_invalidation"]
 
@@ -17,7 +17,7 @@ __all__ = ["invalidate", "replica_followup", "run_invalidation"]
 @app.task(
     name=INVALIDATE_TASK,
     ignore_result=True,
-    **retry_on(*passes.INVALIDATE_RETRIES),
+    **retry_promptly(*passes.INVALIDATE_RETRIES),
     max_retries=None,  # an invalidation must not be dropped while the servers are away
 )
 def invalidate(payload: dict) -> dict[str, Any]:
@@ -27,7 +27,7 @@ def invalidate(payload: dict) -> dict[str, Any]:
 @app.task(
     name=REPLICA_FOLLOWUP_TASK,
     ignore_result=True,
-    **retry_on(*CONNECTION_ERRORS),
+    **retry_promptly(*CONNECTION_ERRORS),
     max_retries=None,  # a stale fill from a late replica is only removed by this pass
 )
 def replica_followup(payload: dict, late: list[str], attempt: int) -> None:

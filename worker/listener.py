@@ -10,13 +10,12 @@ checkpoint), worker.leader (the lock), worker.signals (warm and cold stop).
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
-from typing import Any
 
 import pymysql
 import redis
-from tenacity import Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from adapters import unreachable
 from adapters.mysql.replicas import check_replicas
@@ -36,6 +35,14 @@ from worker.term_runner import TermRunner
 log = logging.getLogger(__name__)
 
 STANDBY_POLL_S = 0.05  # how often a standby tries the leader lock (a takeover waits this long)
+# Reconnecting after a fault: 0.1 s doubling to 0.5 s, so that the end of an outage (a failover
+# of the database or the cache Redis) is noticed within half a second; an attempt costs a few
+# connections. A term that ran HEALTHY_S starts the doubling afresh.
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 0.5
+HEALTHY_S = 10.0
+RETRY_LOG_S = 10.0  # past the first attempts of an outage, one line this often
+STEP_ASIDE_AFTER = 3  # failed terms in a row after which a leader lets its lock go
 
 
 class Listener:
@@ -75,6 +82,7 @@ class Listener:
             )
         )
         self._warmed_up = False
+        self._logged_retry_at = float("-inf")
 
     # ---- process lifetime -------------------------------------------------------------
 
@@ -84,16 +92,24 @@ class Listener:
     def run(self) -> None:
         """Run until stopped; server settings that are wrong raise ServerSettingsError."""
         self.check_settings()
+        failures = 0
         try:
             while not self.stopping.is_set():
-                for attempt in Retrying(
-                    retry=retry_if_exception_type((*TRANSIENT, ReaderError)),
-                    wait=wait_exponential(multiplier=0.5, max=30) + wait_random(0, 0.5),
-                    before_sleep=self._log_retry,
-                    reraise=True,
-                ):
-                    with attempt:
-                        self._lead_once()
+                began = time.monotonic()
+                try:
+                    self._lead_once()
+                    failures = 0
+                except (*TRANSIENT, ReaderError) as exc:
+                    healthy = time.monotonic() - began >= HEALTHY_S
+                    failures = 1 if healthy else failures + 1
+                    delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (failures - 1))
+                    delay += random.uniform(0, RECONNECT_FIRST_S)  # replicas apart
+                    self._log_retry(exc, delay, failures)
+                    if failures >= STEP_ASIDE_AFTER:
+                        # Failing again and again (perhaps only its own path to a server is
+                        # broken): a standby may do better; alone, it takes the lock back.
+                        self.leadership.release()
+                    self.stopping.wait(delay)
         finally:
             if self.fast_lane is not None:
                 self.fast_lane.stop()
@@ -111,16 +127,19 @@ class Listener:
         finally:
             conn.close()
 
-    def _log_retry(self, state: Any) -> None:
+    def _log_retry(self, exc: BaseException, delay: float, failures: int) -> None:
         metrics.RESTARTS.inc()
-        exc = state.outcome.exception() if state.outcome else None
-        delay = state.next_action.sleep if state.next_action else 0
+        now = time.monotonic()
+        if failures > 3 and now - self._logged_retry_at < RETRY_LOG_S:
+            return  # a long outage: one line every RETRY_LOG_S, the metric counts them all
+        self._logged_retry_at = now
         log.warning(
-            "%s: %s; reconnecting in %.2f seconds",
+            "%s: %s; reconnecting in %.2f seconds (attempt %d)",
             self.name,
             # the server named (password hidden), as the CLI names it
-            (unreachable.describe(exc, self.settings) if exc is not None else None) or exc,
+            unreachable.describe(exc, self.settings) or exc,
             delay,
+            failures,
             exc_info=exc if isinstance(exc, ReaderError) else None,
         )
 

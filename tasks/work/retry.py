@@ -32,3 +32,15 @@ def retry_on(*errors: type[BaseException]) -> dict[str, Any]:
         "retry_backoff_max": 30,
         "retry_jitter": True,
     }
+
+
+PROMPT_RETRY_S = 0.25
+
+
+def retry_promptly(*errors: type[BaseException]) -> dict[str, Any]:
+    """`@app.task` options for invalidations: retry on these errors every PROMPT_RETRY_S, not
+    with a growing backoff. A backoff doubling to 30 s left a batch waiting seconds after its
+    server came back (a cache Redis failover: up to 4 s more); an invalidation is what keeps
+    answers fresh, and while its server is away an attempt costs one connection refused and a
+    publish. The batches in flight are few (`listener.max_in_flight`)."""
+    return {"autoretry_for": errors, "retry_backoff": False, "default_retry_delay": PROMPT_RETRY_S}
