@@ -22,6 +22,7 @@ from adapters.mysql.replicas import check_replicas
 from adapters.mysql.sources import SourcePicker
 from adapters.redis.connection import connect_redis
 from config import Settings
+from core.backoff import Reconnects
 from worker import metrics
 from worker.fast_lane import FastLane
 from worker.faults import TRANSIENT, ReaderError
@@ -92,20 +93,18 @@ class Listener:
     def run(self) -> None:
         """Run until stopped; server settings that are wrong raise ServerSettingsError."""
         self.check_settings()
-        failures = 0
+        reconnects = Reconnects(RECONNECT_FIRST_S, RECONNECT_MAX_S, HEALTHY_S, STEP_ASIDE_AFTER)
         try:
             while not self.stopping.is_set():
                 began = time.monotonic()
                 try:
                     self._lead_once()
-                    failures = 0
+                    reconnects.succeeded()
                 except (*TRANSIENT, ReaderError) as exc:
-                    healthy = time.monotonic() - began >= HEALTHY_S
-                    failures = 1 if healthy else failures + 1
-                    delay = min(RECONNECT_MAX_S, RECONNECT_FIRST_S * 2 ** (failures - 1))
+                    delay = reconnects.failed(time.monotonic() - began)
                     delay += random.uniform(0, RECONNECT_FIRST_S)  # replicas apart
-                    self._log_retry(exc, delay, failures)
-                    if failures >= STEP_ASIDE_AFTER:
+                    self._log_retry(exc, delay, reconnects.failures)
+                    if reconnects.step_aside:
                         # Failing again and again (perhaps only its own path to a server is
                         # broken): a standby may do better; alone, it takes the lock back.
                         self.leadership.release()
