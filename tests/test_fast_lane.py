@@ -23,7 +23,7 @@ from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, leader_key, lease_key
 from core.known_keys import KnownNames, runs
 from core.predicate import ChangeIndex, ElementImage, category_listed
-from tests.services import delete_prefix, unique, wait_for
+from tests.services import delete_prefix, free_port, scrape, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.strategies import categories, images, queries
 
@@ -225,22 +225,36 @@ def test_with_the_fast_lane_off_nothing_goes_before_the_sweep(
         assert car.redis.exists(hit) == 0
 
 
-def test_a_listener_that_loses_the_lead_stops_scanning_and_resumes_when_it_leads_again(
+def test_a_listener_that_loses_the_lead_keeps_its_snapshot_warm_and_leads_with_it(
     car: Sidecar,
 ) -> None:
     """Another listener takes the lock (as after this one stalled): this one stands by, and its
-    fast lane with it (no background SCAN on a standby); once the lock is free again it leads,
-    and scans again."""
-    car.start_listener()
+    fast lane goes on scanning (its snapshot must be warm the moment it leads again: it learns
+    a key filled while it stood by); once the lock is free again it leads, and scans on."""
+    port = free_port()
+    listener = car.start_listener(metrics_port=port)
     _scanned(car)
     lock = leader_key(car.state_prefix)
     car.redis.set(lock, b"another-listener", px=60_000)  # the lead taken over
-    assert car.listener is not None
     wait_for(
-        lambda: car.listener is not None and "fast lane: standing by" in car.listener.output(),
-        timeout=30,
-        what="the fast lane to stand by",
+        lambda: "standing by" in listener.output(), timeout=30, what="the listener to stand by"
     )
-    scans = car.listener.output().count(SCANNED)
+    known = _known(port)
+    car.plant(Query(("filled-while-standing-by",)))
+    wait_for(
+        lambda: _known(port) == known + 1,
+        timeout=30,
+        what="a standby's scan to learn a key filled while it stood by",
+    )
+    scans = listener.output().count(SCANNED)
     car.redis.delete(lock)  # the other listener is gone: this one leads again
     _scanned(car, after=scans)
+
+
+def _known(port: int) -> float:
+    """The listener's primer_cache_listener_fast_lane_known_keys, off its metrics endpoint."""
+    _, text = scrape(port)
+    (line,) = [
+        row for row in text.splitlines() if row.startswith("primer_cache_listener_fast_lane_known")
+    ]
+    return float(line.split()[-1])

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
 FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
+# Changes read this long after their commit (a long catch-up): the fast lane stands aside, the
+# latency is spent and throughput needs the CPU. A shorter backlog (a takeover, a reconnect
+# after a failover: a second or a few) still gains from it: those changes are late already.
+FAST_LANE_MAX_AGE_S = 10.0
 # The longest an idle leader waits for a transaction: it must still see a stop signal, write
 # its heartbeat and renew a long lock in time.
 IDLE_WAIT_MAX_S = 0.25
@@ -114,7 +118,7 @@ class BatchLoop:
             pacer.backlog_read()
         images = self.fast_images
         if images and (not readable or len(images) >= FAST_LANE_MAX_IMAGES):
-            self._fast_lane(now)
+            self._fast_lane()
 
     def _pay_owed_warms(self, now: float) -> None:
         if self.warms_owed and self._caught_up(now):
@@ -131,7 +135,7 @@ class BatchLoop:
         if self.builder.has_work and self.ledger.full:
             return
         if self.fast_images:  # before its batch goes
-            self._fast_lane(now)
+            self._fast_lane()
         metrics.TRANSACTIONS.inc(self.builder.transactions)
         self._publish(now, behind=self.pacer.behind(now, wall, readable))
 
@@ -159,13 +163,14 @@ class BatchLoop:
 
     # ---- helpers ----------------------------------------------------------------------
 
-    def _fast_lane(self, now: float) -> None:
-        """Delete the known keys the images read affect now, unless the stream is behind (then
-        the sweeps alone: latency is spent, throughput needs the CPU); empties the images."""
+    def _fast_lane(self) -> None:
+        """Delete the known keys the images read affect now, unless they were committed over
+        FAST_LANE_MAX_AGE_S ago (then the sweeps alone); empties the images."""
         fast_lane = self.parts.fast_lane
         assert fast_lane is not None
         builder = self.builder
-        if not builder.flush_reason and not self.pacer.behind(now, time.time(), readable=False):
+        fresh = time.time() - self.pacer.commit_time < FAST_LANE_MAX_AGE_S
+        if not builder.flush_reason and fresh:
             fast_lane.delete(self.fast_images, builder.collations)
         self.fast_images.clear()
 

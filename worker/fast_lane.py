@@ -12,13 +12,15 @@ told `busy`; the batch's sweep finds each held lease and takes it over for its r
 releases it). The snapshot comes
 from a background SCAN of the cache keys, repeated every RESCAN_MIN_S or, for large
 keyspaces, so that scanning takes at most 1/RESCAN_COST of the time; a keyspace above
-`listener.fast_lane_max_keys` names is not kept (the sweeps alone then).
+`listener.fast_lane_max_keys` names is not kept (the sweeps alone then). A standby scans too,
+so that the moment it leads its snapshot is as fresh as the leader's (docs/takeover.md).
 
 Nothing rests on it but speed: every batch is still published and swept (SCAN, the ground
 truth), which finds the names the snapshot lacks, waits for read replicas, runs the second
 pass, and decides completion and the checkpoint. A failed fast-lane delete is logged and
-counted, never retried: the sweep follows. While the stream is behind (catching up), the
-fast lane stands aside: latency is spent already, and throughput needs the CPU.
+counted, never retried: the sweep follows. While the stream reads changes older than
+worker.batch_loop.FAST_LANE_MAX_AGE_S (a long catch-up), the fast lane stands aside: latency
+is spent already, and throughput needs the CPU.
 """
 
 from __future__ import annotations
@@ -72,8 +74,7 @@ class FastLane:
         self._deleted: set[bytes] = set()  # deleted since the scan began: kept known
         self._lock = threading.Lock()  # guards _deleted only
         self._stopping = threading.Event()
-        self._active = threading.Event()  # set while this listener leads
-        self.standing_by = threading.Event()  # set once the scans have paused
+        self._leading = False  # for the log only: a standby scans as the leader does
         self._thread: threading.Thread | None = None
         self._logged_at = float("-inf")
         self.scans = 0  # complete scans so far
@@ -83,34 +84,31 @@ class FastLane:
     # ---- the snapshot -----------------------------------------------------------------
 
     def start(self) -> None:
-        """Scan in the background (a leader's: the thread starts once, and resumes after
-        pause())."""
-        self.standing_by.clear()
+        """This listener leads (the background scans start once, if they have not)."""
+        self._leading = True
         self._announce = True  # the first scan of a lead says what it knows
-        self._active.set()
+        self._scan_in_background()
+
+    def stand_by(self) -> None:
+        """This listener does not lead: the scans go on, so that its snapshot is warm the
+        moment it does (a leader dead is replaced within a poll: docs/takeover.md)."""
+        self._leading = False
+        self._announce = True
+        self._scan_in_background()
+
+    def _scan_in_background(self) -> None:
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fast-lane", daemon=True)
             self._thread.start()
 
-    def pause(self) -> None:
-        """The lead is lost: no scans while standing by (start() resumes them)."""
-        self._active.clear()
-
     def stop(self) -> None:
         self._stopping.set()
-        self._active.set()  # wake a paused thread, to end
         if self._thread is not None:
             self._thread.join(10)
 
     def _run(self) -> None:
-        delay = 0.0
+        delay = RESCAN_MIN_S if self.scans else 0.0  # the warm-up scanned once already
         while not self._stopping.wait(delay):
-            if not self._active.is_set():
-                log.info("fast lane: standing by (this listener does not lead)")
-                self.standing_by.set()
-                self._active.wait()
-                delay = 0.0
-                continue
             started = time.monotonic()
             try:
                 self.scan()
@@ -151,7 +149,12 @@ class FastLane:
                     self.keys.head,
                 )
             else:
-                log.info("fast lane: knows %d key names under %r", known, self.keys.head)
+                log.info(
+                    "fast lane: knows %d key names under %r%s",
+                    known,
+                    self.keys.head,
+                    "" if self._leading else " (standing by)",
+                )
         self._over = over
         self.scans += 1
 

@@ -162,22 +162,23 @@ class Listener:
             self.leadership.stop_renewing()
             metrics.FRESHNESS.lead(False)
             if self.fast_lane is not None:
-                self.fast_lane.pause()  # a standby never scans
+                self.fast_lane.stand_by()
 
     def _warm_up(self) -> None:
         """Before waiting for the lock: what a first stream would pay for at takeover (Celery's
         lazy imports, queue declarations and the broker connection: over a second), and one
         SCAN for the fast lane's snapshot, so that a standby streams the moment the lock is
-        free and its fast lane knows the key names at once (the scans proper run only while
-        it leads: worker.fast_lane). Once per process."""
+        free and its fast lane knows the key names at once (the scans go on in the background
+        while it stands by: worker.fast_lane). Once per process."""
         if self._warmed_up:
             return
         self.publisher.connect()
         if self.fast_lane is not None:
             try:
                 self.fast_lane.scan()
-            except redis.RedisError as exc:  # only speed is lost: the leader's scans follow
+            except redis.RedisError as exc:  # only speed is lost: the background scans follow
                 log.warning("%s: fast lane: the first scan failed (%s)", self.name, exc)
+            self.fast_lane.stand_by()
         self._warmed_up = True
 
     def _wait_for_leadership(self) -> bool:

@@ -63,7 +63,7 @@ class TermRunner:
             return  # the source lacks the checkpoint: the next term starts cold (a flush)
         self.parts.publisher.connect()
         if self.parts.fast_lane is not None:
-            self.parts.fast_lane.start()  # a leader's only: a standby never scans
+            self.parts.fast_lane.start()
         term, start = self._begin(opening)
         self._stream(term, opening, start)
 
