@@ -55,7 +55,15 @@ from tests.private_servers import (
     promote,
     replicate,
 )
-from tests.services import connect, schema_statements, service_env, unique, wait_for
+from tests.services import (
+    connect,
+    fast_lane_known,
+    free_port,
+    schema_statements,
+    service_env,
+    unique,
+    wait_for,
+)
 from tests.sidecar import Sidecar
 
 FAULTS = (
@@ -260,11 +268,20 @@ class Soak:
         self.chunks = chunks
         self._seed(conn, chunks)
         self.workers = [self.car.start_worker(name=f"w{i}") for i in range(2)]
-        self.leader = self.car.start_listener()
-        self.standby = self.car.start_listener_standby()
+        port = free_port()
+        self.leader = self.car.start_listener(metrics_port=port)
         self.car.sync(timeout=120)
-        self.car.checkpointed(timeout=120)
+        self.car.checkpointed(timeout=120)  # past the cold start's flush of every primer key
         self.car.plant(*(Query((f"soak{n}",)) for n in range(chunks)))
+        # Steady state: the listeners know the planted keys (a server fills its keys over
+        # time, not 40,000 at once just before the first change). The standby's start-up
+        # scan finds them; the leader's next rescan does.
+        self.standby = self.car.start_listener_standby()
+        wait_for(
+            lambda: fast_lane_known(port) >= chunks,
+            timeout=60,
+            what="the leader's fast lane to know the planted keys",
+        )
 
     def _seed(self, conn: pymysql.Connection, chunks: int) -> None:
         with conn.cursor() as cur:

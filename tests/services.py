@@ -80,6 +80,14 @@ def scrape(port: int, path: str = "/metrics") -> tuple[int, str]:
         return exc.code, exc.read().decode()
 
 
+def fast_lane_known(port: int) -> float:
+    """A listener's primer_cache_listener_fast_lane_known_keys, off its metrics endpoint."""
+    _, text = scrape(port)
+    prefix = "primer_cache_listener_fast_lane_known"
+    rows = [row for row in text.splitlines() if row.startswith(prefix)]
+    return float(rows[0].split()[-1]) if rows else 0.0
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 

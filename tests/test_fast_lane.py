@@ -23,7 +23,7 @@ from config.settings import DEFAULT_KEY_TEMPLATE
 from core.keys import KeyFormat, leader_key, lease_key
 from core.known_keys import KnownNames, runs
 from core.predicate import ChangeIndex, ElementImage, category_listed
-from tests.services import delete_prefix, free_port, scrape, unique, wait_for
+from tests.services import delete_prefix, fast_lane_known, free_port, unique, wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.strategies import categories, images, queries
 
@@ -239,22 +239,13 @@ def test_a_listener_that_loses_the_lead_keeps_its_snapshot_warm_and_leads_with_i
     wait_for(
         lambda: "standing by" in listener.output(), timeout=30, what="the listener to stand by"
     )
-    known = _known(port)
+    known = fast_lane_known(port)
     car.plant(Query(("filled-while-standing-by",)))
     wait_for(
-        lambda: _known(port) == known + 1,
+        lambda: fast_lane_known(port) == known + 1,
         timeout=30,
         what="a standby's scan to learn a key filled while it stood by",
     )
     scans = listener.output().count(SCANNED)
     car.redis.delete(lock)  # the other listener is gone: this one leads again
     _scanned(car, after=scans)
-
-
-def _known(port: int) -> float:
-    """The listener's primer_cache_listener_fast_lane_known_keys, off its metrics endpoint."""
-    _, text = scrape(port)
-    (line,) = [
-        row for row in text.splitlines() if row.startswith("primer_cache_listener_fast_lane_known")
-    ]
-    return float(line.split()[-1])
