@@ -54,8 +54,10 @@ class CacheSettings:
     second_pass_ms: int = toml(250, int_in(0, 60_000))
     # Before a batch is reported done, WAIT until this many replicas of the cache Redis have
     # its deletes (each primary's, on a cluster): a failover to a replica then cannot bring
-    # a deleted key back. Default: 1 with a redis+sentinel:// cache URL, else 0 (off).
-    wait_replicas: int = toml(0, int_in(0, 16))
+    # a deleted key back. None (not set): 1 with a redis+sentinel:// cache URL (settings); on
+    # a Redis Cluster, known only once connected, 1 for each primary that has a replica
+    # configured (adapters.redis.replica_ack); else 0 (off).
+    wait_replicas: int | None = toml(None, int_in(0, 16))
     wait_timeout_ms: int = toml(1000, int_in(1, 60_000))
 
 

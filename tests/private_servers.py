@@ -375,10 +375,16 @@ class ReplicationRelay:
     """A TCP relay between a replica and its primary that the test can freeze: bytes the
     primary sends then stay in the relay, never reach the replica (a replica lagging for
     real; a SIGSTOPped replica still gets them, in its socket buffer), and drop() discards
-    them, as a primary that dies takes its unsent stream with it."""
+    them, as a primary that dies takes its unsent stream with it.
 
-    def __init__(self, upstream_port: int) -> None:
+    With `only_replication`, clients pass through it too (a cluster node announcing the
+    relay's port is reached through it by replicas and clients alike) and freeze() holds only
+    the connections a replica opened: those whose first bytes upstream are the replica's
+    handshake (REPLCONF, PSYNC)."""
+
+    def __init__(self, upstream_port: int, *, only_replication: bool = False) -> None:
         self.upstream_port = upstream_port
+        self.only_replication = only_replication
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self.listener.getsockname()[1])
         self.open = threading.Event()
@@ -400,16 +406,19 @@ class ReplicationRelay:
                 continue
             up.settimeout(None)
             self.sockets += [down, up]
-            threading.Thread(target=self._pump, args=(up, down), daemon=True).start()
-            threading.Thread(target=self._pump, args=(down, up), daemon=True).start()
+            link = {"replication": not self.only_replication}
+            threading.Thread(target=self._pump, args=(up, down, link, False), daemon=True).start()
+            threading.Thread(target=self._pump, args=(down, up, link, True), daemon=True).start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, link: dict, upstream: bool) -> None:
         with contextlib.suppress(OSError):
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
-                while not self.open.wait(0.05):
+                if upstream and (b"REPLCONF" in data.upper() or b"PSYNC" in data.upper()):
+                    link["replication"] = True
+                while link["replication"] and not self.open.wait(0.05):
                     if self.dropped.is_set():
                         return
                 if self.dropped.is_set():

@@ -15,7 +15,8 @@ ONE = "mysql://u:pw@db1:3306/megamind"
 def test_one_source_is_as_before() -> None:
     s = load_settings({"PRIMER_MYSQL_URL": ONE})
     assert s.sources == (s.mysql,) and s.mysql_sources == ()
-    assert s.cache.wait_replicas == 0  # no sentinel: no WAIT
+    # not set: no WAIT on a single Redis, decided once connected (a cluster's default differs)
+    assert s.cache.wait_replicas is None
 
 
 def test_several_sources_in_order() -> None:

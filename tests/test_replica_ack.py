@@ -1,6 +1,6 @@
 """adapters.redis.replica_ack: a batch is done only once a replica has its deletes (WAIT), on a
 primary with a replica, on each primary of a cluster; a missing replica degrades, a late
-one holds the batch back."""
+one holds the batch back; by default a cluster primary without a replica costs nothing."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from adapters.redis.connection import connect_redis
 from adapters.redis.replica_ack import ReplicaAck, ReplicasBehind
+from tests.private_cluster import ClusterNode, form_cluster
 from tests.private_servers import PrivateRedis, ReplicationRelay
 from tests.services import delete_prefix, unique, wait_for
 
@@ -68,3 +70,35 @@ def test_wait_on_every_primary_of_a_cluster(cluster_client: redis.Redis) -> None
         assert len(markers) == 3 and len(nodes) == 3
     finally:
         delete_prefix(cluster_client, prefix)
+
+
+def test_the_cluster_default_waits_only_where_a_replica_is_configured(tmp_path: Path) -> None:
+    """cache.wait_replicas not set, on a cluster: a primary with a replica configured waits
+    for it, and is counted short while that replica is down; a primary without one gets no
+    marker and no WAIT, and is never counted. A number set explicitly wins."""
+    paired, alone, replica = (ClusterNode(tmp_path / name) for name in ("a", "b", "r"))
+    for node in (paired, alone, replica):
+        node.start()
+    try:
+        form_cluster([paired, alone], {replica: paired})
+        client = connect_redis(alone.url)
+        ack = ReplicaAck(client, "t:", wanted=None, timeout_ms=200)
+        assert ack.confirm() == 0
+        markers = list(client.scan_iter(match="t:*"))
+        assert [client.get_node_from_key(key).name for key in markers] == [  # type: ignore[attr-defined]
+            f"127.0.0.1:{paired.port}"
+        ]
+        assert "cmdstat_wait" not in alone.client().info("commandstats")
+        replica.stop()
+        wait_for(
+            lambda: paired.client().info("replication")["connected_slaves"] == 0,
+            timeout=30,
+            what="the primary to see its replica gone",
+        )
+        # still configured (CLUSTER NODES lists it, down): short, counted; the other is not
+        assert ReplicaAck(client, "t:", wanted=None, timeout_ms=200).confirm() == 1
+        assert ReplicaAck(client, "t:", wanted=0, timeout_ms=200).confirm() == 0
+        assert ReplicaAck(client, "t:", wanted=1, timeout_ms=200).confirm() == 2
+    finally:
+        for node in (paired, alone, replica):
+            node.stop()
