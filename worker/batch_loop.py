@@ -33,6 +33,10 @@ FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many im
 # latency is spent and throughput needs the CPU. A shorter backlog (a takeover, a reconnect
 # after a failover: a second or a few) still gains from it: those changes are late already.
 FAST_LANE_MAX_AGE_S = 10.0
+# A turn takes every transaction already readable (up to this many) before its fast lane: under
+# steady load one taken per turn left more readable behind each costly turn (a completion poll
+# every 2 ms while the ledger is full), so the fast lane waited up to 15 ms (issue 21).
+DRAIN_MAX = 1000
 # The longest an idle leader waits for a transaction: it must still see a stop signal, write
 # its heartbeat and renew a long lock in time.
 IDLE_WAIT_MAX_S = 0.25
@@ -65,6 +69,7 @@ class BatchLoop:
             now = time.monotonic()
             if item is not None:
                 self._take(item, now)
+                self._take_readable(now)
             if builder.complete:
                 self._look_ahead(now)
             self.tracker.poll(now, waiting=builder.has_work and self.ledger.full)
@@ -97,6 +102,22 @@ class BatchLoop:
         if isinstance(item, BaseException):
             _reader_stopped(item)
         return item
+
+    def _take_readable(self, now: float) -> None:
+        """Take what is readable already (the batch they join is the same as one per turn
+        would build: the pacer holds a batch while more is readable)."""
+        events, builder = self.events, self.builder
+        max_rows = self.pacer.max_rows
+        for _ in range(DRAIN_MAX):
+            if builder.rows >= max_rows:
+                return  # the batch is due as it is (listener.batch_max_changes)
+            try:
+                item = events.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, BaseException):
+                _reader_stopped(item)
+            self._take(item, now)
 
     def _take(self, item: Transaction, now: float) -> None:
         self.pacer.took(now, item.event_time, first=not self.builder.complete)

@@ -9,6 +9,7 @@ checkpoint), worker.leader (the lock), worker.signals (warm and cold stop).
 
 from __future__ import annotations
 
+import gc
 import logging
 import random
 import threading
@@ -179,6 +180,10 @@ class Listener:
             except redis.RedisError as exc:  # only speed is lost: the background scans follow
                 log.warning("%s: fast lane: the first scan failed (%s)", self.name, exc)
             self.fast_lane.stand_by()
+        # What start-up made (Celery's and the library's imports) is never garbage: out of
+        # the collector's reach, a full collection no longer walks it (27 ms pauses seen in
+        # the loop at 500 commits/s, issue 21).
+        gc.freeze()
         self._warmed_up = True
 
     def _wait_for_leadership(self) -> bool:
