@@ -19,7 +19,10 @@ from typing import Any
 
 import pymysql
 import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
+from adapters.redis.connection import connect_redis
 from tests.services import wait_for
 
 
@@ -369,6 +372,19 @@ class PrivateSentinel(_Server):
             return bool(self.client().ping())
         except redis.RedisError:
             return False
+
+
+def following(url: str) -> redis.Redis:
+    """The test's own client of the primary: retries across the failover (a pooled
+    connection to the dead primary fails once; the sentinels may not know a primary for a
+    moment) instead of failing the check that waits for the keys."""
+    return connect_redis(
+        url,
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 30),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
 
 
 class ReplicationRelay:

@@ -270,16 +270,35 @@ class Sidecar:
         stored = self.checkpoint()
         return Checkpoint.from_json(stored).position if stored else None
 
+    def gtid_now(self) -> str:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT @@gtid_binlog_pos")
+            return str(cur.fetchone()[0])
+
     def checkpointed(self, timeout: float = 30.0) -> None:
         """Wait until the listener's checkpoint covers every commit made so far (a restart
         then replays nothing); call after sync(), which makes the work done."""
-        with self.conn.cursor() as cur:
-            cur.execute("SELECT @@gtid_binlog_pos")
-            (target,) = cur.fetchone()
+        target = self.gtid_now()
         wait_for(
             lambda: position_reached(self.checkpoint_position(), GtidPosition(target)),
             timeout=timeout,
             what=f"the checkpoint to reach GTID {target}",
+        )
+
+    def done_or_held_for_replicas(self, timeout: float) -> None:
+        """Wait until the batches of every commit so far are done (the checkpoint passed them:
+        what happens without WAIT) or the worker holds them back for the cache Redis's
+        replicas (ReplicasBehind: with WAIT)."""
+        target = GtidPosition(self.gtid_now())
+        worker = self.worker
+        assert worker is not None
+        wait_for(
+            lambda: (
+                position_reached(self.checkpoint_position(), target)
+                or "ReplicasBehind" in worker.output()
+            ),
+            timeout=timeout,
+            what="the batches done, or held back for the replica",
         )
 
     def sync(self, timeout: float = 30.0) -> ElementImage:

@@ -22,12 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from core.position import GtidPosition, position_reached
 from tests.private_cluster import ClusterNode, caught_up, form_cluster
-from tests.private_servers import ReplicationRelay
+from tests.private_servers import ReplicationRelay, following
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
-from tests.test_redis_failover import following, gtid_now
 from tests.workload import Workload
 
 
@@ -73,17 +71,7 @@ def test_a_delete_just_before_a_cluster_failover(
             )
             # Without WAIT the batches are done (the checkpoint passes them); with it the
             # worker holds them back for the replica.
-            target = GtidPosition(gtid_now(car))
-            worker = car.worker
-            assert worker is not None
-            wait_for(
-                lambda: (
-                    position_reached(car.checkpoint_position(), target)
-                    or "ReplicasBehind" in worker.output()
-                ),
-                timeout=30,
-                what="the batches done, or held back for the replica",
-            )
+            car.done_or_held_for_replicas(timeout=30)
             os.killpg(listener.proc.pid, signal.SIGSTOP)
             try:
                 primary.kill()

@@ -19,30 +19,14 @@ import time
 from pathlib import Path
 
 import redis
-from redis.backoff import ExponentialBackoff
-from redis.retry import Retry
 
 from adapters.redis.connection import connect_redis
-from core.position import GtidPosition, position_reached
-from tests.private_servers import SentinelGroup
+from tests.private_servers import SentinelGroup, following
 from tests.services import wait_for
 from tests.sidecar import Sidecar, isolated
 from tests.workload import Workload
 
 CATCH_UP_TIMEOUT = 90.0
-
-
-def following(url: str) -> redis.Redis:
-    """The test's own client of the primary: retries across the failover (a pooled
-    connection to the dead primary fails once; the sentinels may not know a primary for a
-    moment) instead of failing the check that waits for the keys."""
-    return connect_redis(
-        url,
-        socket_timeout=5,
-        socket_connect_timeout=2,
-        retry=Retry(ExponentialBackoff(cap=1.0, base=0.05), 30),
-        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
-    )
 
 
 def test_a_delete_just_before_a_sentinel_failover_is_not_undone(
@@ -86,17 +70,7 @@ def test_a_delete_just_before_a_sentinel_failover_is_not_undone(
                 )
                 # The listener has seen the batches done (its checkpoint passed them: what
                 # happens without WAIT), or the worker is holding them back for the replica.
-                target = GtidPosition(gtid_now(car))
-                worker = car.worker
-                assert worker is not None
-                wait_for(
-                    lambda: (
-                        position_reached(car.checkpoint_position(), target)
-                        or "ReplicasBehind" in worker.output()
-                    ),
-                    timeout=CATCH_UP_TIMEOUT,
-                    what="the batches done, or held back for the replica",
-                )
+                car.done_or_held_for_replicas(timeout=CATCH_UP_TIMEOUT)
                 os.killpg(listener.proc.pid, signal.SIGSTOP)
                 try:
                     group.primary.kill()
@@ -119,12 +93,6 @@ def test_a_delete_just_before_a_sentinel_failover_is_not_undone(
             assert listener.alive()
     finally:
         group.stop()
-
-
-def gtid_now(car: Sidecar) -> str:
-    with car.conn.cursor() as cur:
-        cur.execute("SELECT @@gtid_binlog_pos")
-        return str(cur.fetchone()[0])
 
 
 def test_a_sentinel_url_reaches_the_primary(tmp_path: Path) -> None:
