@@ -21,6 +21,7 @@ from core.predicate import ElementImage
 from worker import metrics
 from worker.batcher import BatchBuilder, Transaction
 from worker.completion_tracker import POLL_EVERY, CompletionTracker
+from worker.fast_lane import FAST_LANE_MAX_AGE_S
 from worker.faults import TRANSIENT, ReaderError
 from worker.pacing import Pacer
 from worker.term import Term
@@ -29,10 +30,6 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
 FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
-# Changes read this long after their commit (a long catch-up): the fast lane stands aside, the
-# latency is spent and throughput needs the CPU. A shorter backlog (a takeover, a reconnect
-# after a failover: a second or a few) still gains from it: those changes are late already.
-FAST_LANE_MAX_AGE_S = 10.0
 # A turn takes every transaction already readable (up to this many) before its fast lane: under
 # steady load one taken per turn left more readable behind each costly turn (a completion poll
 # every 2 ms while the ledger is full), so the fast lane waited up to 15 ms (issue 21).
@@ -45,9 +42,9 @@ Events = queue.Queue[Transaction | BaseException]
 
 
 class BatchLoop:
-    def __init__(self, term: Term, events: Events, backlog_end: Position) -> None:
-        """`backlog_end`: where the binlog ended when the term opened (the pacer batches more
-        freely until the stream has read that far)."""
+    def __init__(self, term: Term, events: Events, start: Position, backlog_end: Position) -> None:
+        """`start`: where the term's stream opened; `backlog_end`: where the binlog ended when
+        the term opened (the pacer batches more freely until the stream has read that far)."""
         s = term.parts.settings
         self.parts = term.parts
         self.ledger = term.ledger
@@ -58,6 +55,9 @@ class BatchLoop:
         self.pacer = Pacer(s.listener.batch_max_changes, s.listener.batch_max_wait_ms / 1000.0)
         self.warms_owed = False  # batches published behind skip their warms: one warm_all after
         self.fast_images: set[ElementImage] = set()  # read, not yet through the fast lane
+        # Every change read up to here went through the fast lane (or needed not): where the
+        # fast lane's own stream takes over should the term end (worker.fast_lane_stream).
+        self.fast_laned_upto = start
         self.beat_at = 0.0
 
     def run(self) -> None:
@@ -137,6 +137,8 @@ class BatchLoop:
             and position_reached(self.builder.position, self.backlog_end)
         ):
             pacer.backlog_read()
+            if self.parts.follower is not None:
+                self.parts.follower.hand_over()  # the term reads at the head now
         images = self.fast_images
         if images and (not readable or len(images) >= FAST_LANE_MAX_IMAGES):
             self._fast_lane()
@@ -191,8 +193,11 @@ class BatchLoop:
         assert fast_lane is not None
         builder = self.builder
         fresh = time.time() - self.pacer.commit_time < FAST_LANE_MAX_AGE_S
+        failed = False
         if not builder.flush_reason and fresh:
-            fast_lane.delete(self.fast_images, builder.collations)
+            failed = fast_lane.delete(self.fast_images, builder.collations) is None
+        if not failed and builder.position is not None:
+            self.fast_laned_upto = builder.position
         self.fast_images.clear()
 
     def _caught_up(self, now: float) -> bool:

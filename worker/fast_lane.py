@@ -19,7 +19,7 @@ Nothing rests on it but speed: every batch is still published and swept (SCAN, t
 truth), which finds the names the snapshot lacks, waits for read replicas, runs the second
 pass, and decides completion and the checkpoint. A failed fast-lane delete is logged and
 counted, never retried: the sweep follows. While the stream reads changes older than
-worker.batch_loop.FAST_LANE_MAX_AGE_S (a long catch-up), the fast lane stands aside: latency
+FAST_LANE_MAX_AGE_S (a long catch-up), the fast lane stands aside: latency
 is spent already, and throughput needs the CPU.
 """
 
@@ -50,6 +50,10 @@ RETRY_S = 5.0  # after a failed scan
 SCAN_COUNT = 1000
 LOG_EVERY_S = 60.0  # failed deletes are logged at most this often (counted always)
 POLICY_EVERY_S = 60.0  # the eviction policy (IDLETIME or FREQ tells a hot key) is read this often
+# Changes read this long after their commit (a long catch-up): the fast lane stands aside, the
+# latency is spent and throughput needs the CPU. A shorter backlog (a takeover, a reconnect
+# after a failover: a second or a few) still gains from it: those changes are late already.
+FAST_LANE_MAX_AGE_S = 10.0
 
 
 class FastLane:
@@ -163,11 +167,17 @@ class FastLane:
 
     # ---- the delete ---------------------------------------------------------------------
 
-    def delete(self, images: Iterable[ElementImage], collations: Collations = DEFAULT) -> int:
+    def delete(
+        self,
+        images: Iterable[ElementImage],
+        collations: Collations = DEFAULT,
+        client: redis.Redis | None = None,
+    ) -> int | None:
         """Delete the known keys `images` affect and revoke their leases; with refresh on, take
         the leases of the hot ones as the sweep does (the batch's sweep finds each held lease,
         a lease that stood, and takes it over for the refresh). `collations`: how the images'
-        texts compare (the batch's). Returns how many were deleted."""
+        texts compare (the batch's); `client`: another thread's own (default: the term's).
+        Returns how many were deleted; None when the delete failed (logged, counted)."""
         index = ChangeIndex(images, collations)
         if not index:
             return 0
@@ -175,14 +185,14 @@ class FastLane:
         if not doomed:
             return 0
         try:
-            done = unlink_with_leases(self.redis, doomed, heat=self.heat)
+            done = unlink_with_leases(client or self.redis, doomed, heat=self.heat)
         except redis.RedisError as exc:
             metrics.FAST_LANE_ERRORS.inc()
             now = time.monotonic()
             if now - self._logged_at >= LOG_EVERY_S:
                 self._logged_at = now
                 log.warning("fast lane: delete failed (%s); the sweep deletes the keys", exc)
-            return 0
+            return None
         metrics.FAST_LANE_DELETED.inc(done.deleted)
         with self._lock:
             self._deleted.update(doomed)  # likely refilled under the same names: keep them known

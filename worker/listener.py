@@ -26,6 +26,7 @@ from config import Settings
 from core.backoff import Reconnects
 from worker import metrics
 from worker.fast_lane import FastLane
+from worker.fast_lane_stream import FastLaneStream
 from worker.faults import TRANSIENT, ReaderError
 from worker.leader import Leadership, LeadershipLost
 from worker.publisher import Publisher
@@ -71,6 +72,13 @@ class Listener:
         self.stopping = threading.Event()
         # Deletes the known keys a change affects as soon as it is read (worker.fast_lane).
         self.fast_lane = FastLane(settings) if settings.listener.fast_lane_max_keys > 0 else None
+        # ... and its own stream of the binlog while no term of ours reads at the head (a
+        # standby, a takeover's replay, a term a cache Redis outage ended).
+        self.follower = (
+            FastLaneStream(settings, self.fast_lane, self.name)
+            if self.fast_lane is not None
+            else None
+        )
         self.terms = TermRunner(
             ListenerParts(
                 self.name,
@@ -80,6 +88,7 @@ class Listener:
                 self.publisher,
                 self.sources,
                 self.fast_lane,
+                self.follower,
                 self.stopping,
             )
         )
@@ -111,6 +120,8 @@ class Listener:
                         self.leadership.release()
                     self.stopping.wait(delay)
         finally:
+            if self.follower is not None:
+                self.follower.stop()
             if self.fast_lane is not None:
                 self.fast_lane.stop()
             self.leadership.release()
@@ -164,6 +175,9 @@ class Listener:
             metrics.FRESHNESS.lead(False)
             if self.fast_lane is not None:
                 self.fast_lane.stand_by()
+            if self.follower is not None and not self.stopping.is_set():
+                # from where the term's fast lane got to: nothing read is skipped
+                self.follower.follow(self.terms.fast_laned_upto)
 
     def _warm_up(self) -> None:
         """Before waiting for the lock: what a first stream would pay for at takeover (Celery's
@@ -180,6 +194,8 @@ class Listener:
             except redis.RedisError as exc:  # only speed is lost: the background scans follow
                 log.warning("%s: fast lane: the first scan failed (%s)", self.name, exc)
             self.fast_lane.stand_by()
+        if self.follower is not None:
+            self.follower.follow(None)  # from the binlog's end: a standby deletes at once
         # What start-up made (Celery's and the library's imports) is never garbage: out of
         # the collector's reach, a full collection no longer walks it (27 ms pauses seen in
         # the loop at 500 commits/s, issue 21).

@@ -12,6 +12,7 @@ import redis
 from adapters.mysql.sources import SourcePicker
 from config import Settings
 from worker.fast_lane import FastLane
+from worker.fast_lane_stream import FastLaneStream
 from worker.leader import Leadership
 from worker.ledger import Ledger
 from worker.publisher import Publisher
@@ -28,6 +29,8 @@ class ListenerParts:
     publisher: Publisher
     sources: SourcePicker  # the binlog's source: the primary among the configured ones
     fast_lane: FastLane | None  # deletes the known keys a change affects as soon as it is read
+    # The fast lane's own binlog stream, read while no term of ours reads at the head
+    follower: FastLaneStream | None
     stopping: threading.Event  # set by a stop signal: the term ends after its current batch
 
 

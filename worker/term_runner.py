@@ -51,6 +51,9 @@ class TermRunner:
     def __init__(self, parts: ListenerParts) -> None:
         self.parts = parts
         self.terms = 0  # streams opened: each is a term of its own, with a fresh ledger
+        # Where the last term's fast lane got to: the fast lane's own stream follows from there
+        # once the term ends (None: no term yet, or it ended before streaming).
+        self.fast_laned_upto: Position | None = None
         # Why the next cold start flushes (a lost checkpoint, or one that cannot be resumed).
         self.cold_start_kind = FlushReason.COLD_START
         self.took_lead_at = 0.0  # when the lock was taken (monotonic s), for the start log
@@ -182,13 +185,15 @@ class TermRunner:
         reader = BinlogReader(self.parts.settings, opening.server, start, events, opening.source)
         reader.start()
         started = time.monotonic()
+        loop = BatchLoop(term, events, start, opening.backlog_end)
         try:
-            BatchLoop(term, events, opening.backlog_end).run()
+            loop.run()
         except (*TRANSIENT, ReaderError) as exc:
             if not self._ends_term_quietly(exc, start, time.monotonic() - started):
                 raise
         finally:
             reader.stop()
+            self.fast_laned_upto = loop.fast_laned_upto
 
     def _ends_term_quietly(self, exc: BaseException, start: Position, ran_s: float) -> bool:
         """Whether a broken stream starts the next term at once, without a backoff: the
