@@ -91,7 +91,7 @@ def test_a_delete_that_failed_while_the_cache_redis_was_away_is_made_once_it_is_
                 wait_for(lambda: not car.present([before]), timeout=30, what="the stream to run")
                 cache.kill()
                 car.insert_chunk("o2", "owed")
-                wait_for(lambda: stream.owed, timeout=30, what="the change's delete to be owed")
+                wait_for(lambda: stream.feed.owed, timeout=30, what="the delete to be owed")
                 cache.start()
                 back = time.monotonic()
                 wait_for(
@@ -101,7 +101,7 @@ def test_a_delete_that_failed_while_the_cache_redis_was_away_is_made_once_it_is_
                 )
                 print(f"\nOWED: made {time.monotonic() - back:.2f} s after the Redis was back")
                 assert car.present([miss]) == {miss}, "an unaffected key was deleted"
-                assert not stream.owed
+                assert not stream.feed.owed
             finally:
                 stream.stop()
                 fast_lane.stop()

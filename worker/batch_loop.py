@@ -1,5 +1,6 @@
 """One term's loop: take the reader's transactions, publish them as batches when due, and
-keep the lock, the heartbeat, the fast lane and the completion tracker going meanwhile.
+keep the lock, the heartbeat and the completion tracker going meanwhile. (The fast lane's
+deletes run on a thread of their own, fed by the reader: worker.fast_lane_feed.)
 
 A turn of the loop: say the loop is alive (the lock's renewer lets a stalled loop's lock go);
 wait briefly for the next transaction; add it to the waiting batch; poll the batches not done
@@ -17,11 +18,10 @@ from typing import NoReturn
 
 from adapters.redis import heartbeat
 from core.position import Position, position_reached
-from core.predicate import ElementImage
 from worker import metrics
 from worker.batcher import BatchBuilder, Transaction
 from worker.completion_tracker import POLL_EVERY, CompletionTracker
-from worker.fast_lane import FAST_LANE_MAX_AGE_S
+from worker.fast_lane_feed import FastLaneFeed
 from worker.faults import TRANSIENT, ReaderError
 from worker.pacing import Pacer
 from worker.term import Term
@@ -29,10 +29,13 @@ from worker.term import Term
 log = logging.getLogger(__name__)
 
 HEARTBEAT_EVERY = 1.0  # how often the leader writes its lag for `primer-cache status`
-FAST_LANE_MAX_IMAGES = 1000  # the fast lane runs at least once per this many images read
-# A turn takes every transaction already readable (up to this many) before its fast lane: under
-# steady load one taken per turn left more readable behind each costly turn (a completion poll
-# every 2 ms while the ledger is full), so the fast lane waited up to 15 ms (issue 21).
+# Before a batch goes, the fast lane's deletes of its transactions (worker.fast_lane_feed) are
+# waited for this long at most: with refresh on, the fast lane takes the hot keys' leases, and
+# the batch's sweep should find them (it takes each over for its refresh). The feed is ahead
+# of the loop but for a moment; a Redis that hangs makes the wait the whole of it.
+FAST_LANE_WAIT_S = 0.05
+# A turn takes every transaction already readable (up to this many): one per turn left more
+# readable behind each costly turn (a completion poll every 2 ms while the ledger is full).
 DRAIN_MAX = 1000
 # The longest an idle leader waits for a transaction: it must still see a stop signal, write
 # its heartbeat and renew a long lock in time.
@@ -42,9 +45,12 @@ Events = queue.Queue[Transaction | BaseException]
 
 
 class BatchLoop:
-    def __init__(self, term: Term, events: Events, start: Position, backlog_end: Position) -> None:
-        """`start`: where the term's stream opened; `backlog_end`: where the binlog ended when
-        the term opened (the pacer batches more freely until the stream has read that far)."""
+    def __init__(
+        self, term: Term, events: Events, backlog_end: Position, feed: FastLaneFeed | None
+    ) -> None:
+        """`backlog_end`: where the binlog ended when the term opened (the pacer batches more
+        freely until the stream has read that far); `feed`: the term's fast lane, which the
+        reader feeds too."""
         s = term.parts.settings
         self.parts = term.parts
         self.ledger = term.ledger
@@ -54,10 +60,8 @@ class BatchLoop:
         self.tracker = CompletionTracker(term)
         self.pacer = Pacer(s.listener.batch_max_changes, s.listener.batch_max_wait_ms / 1000.0)
         self.warms_owed = False  # batches published behind skip their warms: one warm_all after
-        self.fast_images: set[ElementImage] = set()  # read, not yet through the fast lane
-        # Every change read up to here went through the fast lane (or needed not): where the
-        # fast lane's own stream takes over should the term end (worker.fast_lane_stream).
-        self.fast_laned_upto = start
+        self.feed = feed
+        self.taken = 0  # transactions taken (the feed's count says when it has them all)
         self.beat_at = 0.0
 
     def run(self) -> None:
@@ -122,26 +126,20 @@ class BatchLoop:
     def _take(self, item: Transaction, now: float) -> None:
         self.pacer.took(now, item.event_time, first=not self.builder.complete)
         self.builder.add(item)
+        self.taken += 1
         metrics.FRESHNESS.took(item.event_time)
-        if self.parts.fast_lane is not None and item.images and not item.flush_reason:
-            self.fast_images |= item.images
 
     def _look_ahead(self, now: float) -> None:
-        """With whole transactions waiting: note the end of the backlog, and run the fast
-        lane before the completion poll (that poll costs round trips)."""
-        readable = not self.events.empty()
+        """With whole transactions waiting: note the end of the backlog."""
         pacer = self.pacer
         if (
             pacer.catching_up
-            and not readable
+            and self.events.empty()
             and position_reached(self.builder.position, self.backlog_end)
         ):
             pacer.backlog_read()
             if self.parts.follower is not None:
                 self.parts.follower.hand_over()  # the term reads at the head now
-        images = self.fast_images
-        if images and (not readable or len(images) >= FAST_LANE_MAX_IMAGES):
-            self._fast_lane()
 
     def _pay_owed_warms(self, now: float) -> None:
         if self.warms_owed and self._caught_up(now):
@@ -157,8 +155,8 @@ class BatchLoop:
         # While the workers are behind, the batch goes on growing (its images are a set).
         if self.builder.has_work and self.ledger.full:
             return
-        if self.fast_images:  # before its batch goes
-            self._fast_lane()
+        if self.feed is not None:  # its fast-lane deletes before its batch goes
+            self.feed.wait_for(self.taken, FAST_LANE_WAIT_S)
         metrics.TRANSACTIONS.inc(self.builder.transactions)
         self._publish(now, behind=self.pacer.behind(now, wall, readable))
 
@@ -185,20 +183,6 @@ class BatchLoop:
             metrics.FRESHNESS.idle()  # everything read so far is published (or held nothing)
 
     # ---- helpers ----------------------------------------------------------------------
-
-    def _fast_lane(self) -> None:
-        """Delete the known keys the images read affect now, unless they were committed over
-        FAST_LANE_MAX_AGE_S ago (then the sweeps alone); empties the images."""
-        fast_lane = self.parts.fast_lane
-        assert fast_lane is not None
-        builder = self.builder
-        fresh = time.time() - self.pacer.commit_time < FAST_LANE_MAX_AGE_S
-        failed = False
-        if not builder.flush_reason and fresh:
-            failed = fast_lane.delete(self.fast_images, builder.collations) is None
-        if not failed and builder.position is not None:
-            self.fast_laned_upto = builder.position
-        self.fast_images.clear()
 
     def _caught_up(self, now: float) -> bool:
         """Whether the stream has caught up and every batch published behind is done."""

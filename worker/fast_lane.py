@@ -66,9 +66,10 @@ class FastLane:
         # scans look up the eviction policy (IDLETIME or FREQ tells a hot key).
         self.heat: Heat | None = heat_of(settings, lfu=False)
         self._policy_at = float("-inf")
-        # One client for the deletes (the listener's thread), one for the scans (their own):
-        # a cluster client is not shared across threads here.
-        self.redis = connect_redis(settings.cache.url, socket_timeout=5, socket_connect_timeout=5)
+        # One client for the term's deletes (its feed thread: worker.fast_lane_feed), one for
+        # the scans (their own): a cluster client is not shared across threads here. Quick to
+        # give up: a delete that fails is owed and tried again.
+        self.redis = connect_redis(settings.cache.url, socket_timeout=2, socket_connect_timeout=1)
         self._scanner = connect_redis(
             settings.cache.url, socket_timeout=10, socket_connect_timeout=5
         )

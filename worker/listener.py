@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import logging
 import random
+import sys
 import threading
 import time
 
@@ -46,6 +47,7 @@ RECONNECT_MAX_S = 0.5
 HEALTHY_S = 10.0
 RETRY_LOG_S = 10.0  # past the first attempts of an outage, one line this often
 STEP_ASIDE_AFTER = 3  # failed terms in a row after which a leader lets its lock go
+SWITCH_INTERVAL_S = 0.0005  # how long a thread may hold the GIL while another waits
 
 
 class Listener:
@@ -200,6 +202,11 @@ class Listener:
         # the collector's reach, a full collection no longer walks it (27 ms pauses seen in
         # the loop at 500 commits/s, issue 21).
         gc.freeze()
+        # The loop that runs the fast lane shares the GIL with the binlog reader, the fast
+        # lane's scan and stream, and the lock's renewer. A thread woken by a transaction waits
+        # for the GIL up to the switch interval (5 ms by default) while another computes:
+        # shorter, that wait stops being the tail of commit -> gone (issue 21).
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._warmed_up = True
 
     def _wait_for_leadership(self) -> bool:

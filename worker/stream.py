@@ -76,15 +76,18 @@ class BinlogReader(threading.Thread):
         start: Position,
         out: queue.Queue[Transaction | BaseException],
         source: MySQLSettings | None = None,
+        fast_out: queue.Queue[Transaction | BaseException] | None = None,
     ) -> None:
         """`source`: the server to stream from (adapters.mysql.sources picked it); default
-        settings.mysql."""
+        settings.mysql. `fast_out`: a second queue that gets every transaction too (the fast
+        lane's, worker.fast_lane_feed: its deletes wait for nothing the term's loop does)."""
         super().__init__(name="binlog-reader", daemon=True)
         self.settings = settings
         self.source = source or settings.mysql
         self.server = server
         self.position = StreamPosition(start, server)
         self.out = out
+        self.fast_out = fast_out
         self.tables = {settings.tables.chunks, settings.tables.global_elements}
         self.txn = TransactionBuilder(
             settings.tables.chunks, settings.tables.global_elements, settings.cache.ignored_columns
@@ -228,8 +231,13 @@ class BinlogReader(threading.Thread):
         for before, after, visible in rows:
             add_row(table, before, after, visible)
 
+    def _emit(self, txn: Transaction) -> None:
+        if self.fast_out is not None:
+            self.fast_out.put(txn)  # first: the fast lane's deletes are the hurried ones
+        self.out.put(txn)
+
     def _end(self, timestamp: int) -> None:
-        self.out.put(self.txn.end(self.position.end(self.stream), timestamp))
+        self._emit(self.txn.end(self.position.end(self.stream), timestamp))
         # Keep the library's own reconnect (error 2013) resuming from here, not from where
         # the stream was opened.
         if self.server.gtid_mode:
@@ -267,7 +275,7 @@ class BinlogReader(threading.Thread):
                 conn.close()
             self.position = StreamPosition(now, self.server)
             checkpoint = self.position.checkpoint()
-        self.out.put(self.txn.end(checkpoint, self._timestamp))
+        self._emit(self.txn.end(checkpoint, self._timestamp))
         with contextlib.suppress(Exception):  # the old stream is broken either way
             self.stream.close()
         if not self._stopping.is_set():

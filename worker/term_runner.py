@@ -24,6 +24,7 @@ from core.gtid import GtidFormatError, lacking
 from core.position import Checkpoint, GtidPosition, Position, gtid_of, position_text
 from worker import metrics
 from worker.batch_loop import BatchLoop, Events
+from worker.fast_lane_feed import FastLaneFeed, FeedThread
 from worker.faults import TRANSIENT, ReaderError, binlog_gone
 from worker.ledger import Ledger
 from worker.server_check import ServerInfo, check_server, current_position, gtid_position
@@ -182,18 +183,39 @@ class TermRunner:
 
     def _stream(self, term: Term, opening: _Opening, start: Position) -> None:
         events: Events = queue.Queue(maxsize=QUEUE_SIZE)
-        reader = BinlogReader(self.parts.settings, opening.server, start, events, opening.source)
+        feed, fast = self._fast_lane_feed()
+        reader = BinlogReader(
+            self.parts.settings,
+            opening.server,
+            start,
+            events,
+            opening.source,
+            fast_out=fast.events if fast is not None else None,
+        )
         reader.start()
         started = time.monotonic()
-        loop = BatchLoop(term, events, start, opening.backlog_end)
         try:
-            loop.run()
+            BatchLoop(term, events, opening.backlog_end, feed).run()
         except (*TRANSIENT, ReaderError) as exc:
             if not self._ends_term_quietly(exc, start, time.monotonic() - started):
                 raise
         finally:
             reader.stop()
-            self.fast_laned_upto = loop.fast_laned_upto
+            if fast is not None:
+                fast.stop()
+            # where the fast lane's own stream takes over: nothing read is passed over
+            self.fast_laned_upto = feed.position if feed and feed.position else start
+
+    def _fast_lane_feed(self) -> tuple[FastLaneFeed | None, FeedThread | None]:
+        """The term's fast lane: a thread of its own that the reader feeds (a second queue,
+        unbounded: the reader must never wait for it)."""
+        fast_lane = self.parts.fast_lane
+        if fast_lane is None:
+            return None, None
+        feed = FastLaneFeed(fast_lane, self.parts.name)
+        thread = FeedThread(feed, queue.Queue())
+        thread.start()
+        return feed, thread
 
     def _ends_term_quietly(self, exc: BaseException, start: Position, ran_s: float) -> bool:
         """Whether a broken stream starts the next term at once, without a backoff: the
