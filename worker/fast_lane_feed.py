@@ -51,6 +51,9 @@ class FastLaneFeed:
         self.client = client
         self.taken = 0  # transactions taken so far, deleted or owed (or passed over)
         self.position: Position | None = None  # after the last transaction taken
+        # after the last transaction whose deletes are all made (none owed before it): where
+        # another lane takes over without passing over an owed delete
+        self.done_upto: Position | None = None
         self.owed: Images = {}
         self._owed_commit = 0.0  # commit time (epoch s) of the newest owed change
         self._owed_tried = 0.0
@@ -63,6 +66,8 @@ class FastLaneFeed:
             first = events.get(timeout=WAIT_S)
         except queue.Empty:
             self._retry_owed()
+            if not self.owed:
+                self.done_upto = self.position
             return
         taken = [first]
         while len(taken) < DRAIN_MAX:
@@ -85,6 +90,8 @@ class FastLaneFeed:
                 fresh.setdefault(item.collations, set()).update(item.images)
                 newest = max(newest, float(item.event_time))
         self._delete(fresh, newest)
+        if not self.owed:
+            self.done_upto = self.position
         with self.done:
             self.taken += count
             self.done.notify_all()

@@ -203,8 +203,8 @@ class TermRunner:
             reader.stop()
             if fast is not None:
                 fast.stop()
-            # where the fast lane's own stream takes over: nothing read is passed over
-            self.fast_laned_upto = feed.position if feed and feed.position else start
+            # where the fast lane's own stream takes over: no delete owed is passed over
+            self.fast_laned_upto = feed.done_upto if feed and feed.done_upto else start
 
     def _fast_lane_feed(self) -> tuple[FastLaneFeed | None, FeedThread | None]:
         """The term's fast lane: a thread of its own that the reader feeds (a second queue,
