@@ -17,8 +17,9 @@ so that the moment it leads its snapshot is as fresh as the leader's (docs/takeo
 
 Nothing rests on it but speed: every batch is still published and swept (SCAN, the ground
 truth), which finds the names the snapshot lacks, waits for read replicas, runs the second
-pass, and decides completion and the checkpoint. A failed fast-lane delete is logged and
-counted, never retried: the sweep follows. While the stream reads changes older than
+pass, and decides completion and the checkpoint. A failed fast-lane delete is logged,
+counted, and owed: tried again until made or too old (worker.fast_lane_feed); the sweep
+follows either way. While the stream reads changes older than
 FAST_LANE_MAX_AGE_S (a long catch-up), the fast lane stands aside: latency
 is spent already, and throughput needs the CPU.
 """
@@ -192,7 +193,7 @@ class FastLane:
             now = time.monotonic()
             if now - self._logged_at >= LOG_EVERY_S:
                 self._logged_at = now
-                log.warning("fast lane: delete failed (%s); the sweep deletes the keys", exc)
+                log.warning("fast lane: delete failed (%s); owed, and the sweep follows", exc)
             return None
         metrics.FAST_LANE_DELETED.inc(done.deleted)
         with self._lock:

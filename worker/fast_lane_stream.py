@@ -72,6 +72,7 @@ class FastLaneStream:
         self._thread: threading.Thread | None = None
         self.feed = FastLaneFeed(fast_lane, name, client)
         self._logged_at = float("-inf")
+        self._delivered = False  # the current stream has delivered a transaction
 
     # ---- what the listener says ---------------------------------------------------------
 
@@ -86,7 +87,8 @@ class FastLaneStream:
             self._thread.start()
 
     def hand_over(self) -> None:
-        """This listener's term reads at the head now: stop reading (after the round read)."""
+        """This listener's term reads at the head now: stop reading (once the round read and
+        the deletes it owes are done)."""
         if self._following.is_set():
             self._following.clear()
             log.info("%s: fast lane: the term reads at the head; stream stopped", self.name)
@@ -117,7 +119,8 @@ class FastLaneStream:
                 self._follow_once()
                 failures = 0
             except (*TRANSIENT, ReaderError, pymysql.Error) as exc:
-                failures += 1
+                # a stream that delivered is a new outage's first failure, not the next one
+                failures = 1 if self._delivered else failures + 1
                 if failures >= FROM_THE_END_AFTER:
                     self._start = None  # a position the source refuses (a failover): the end
                 self._log(f"fast lane: its binlog stream failed ({exc}); reopening")
@@ -137,16 +140,18 @@ class FastLaneStream:
         finally:
             conn.close()
         self._start = start
+        self._delivered = False
         events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=QUEUE_SIZE)
         reader = BinlogReader(self.settings, server, start, events, self.sources.current)
         reader.start()
         log.info(
-            "%s: fast lane: following the binlog from %s beside the term",
+            "%s: fast lane: following the binlog from %s (its own stream)",
             self.name,
             position_text(start),
         )
         try:
-            while self._following.is_set() and not self._stopping.is_set():
+            # After hand_over() on, until the deletes it owes are made (or too old to matter)
+            while (self._following.is_set() or self.feed.owed) and not self._stopping.is_set():
                 self._round(events)
         finally:
             reader.stop()
@@ -158,6 +163,7 @@ class FastLaneStream:
         finally:
             if self.feed.taken != taken:
                 self._start = self.feed.position  # a stream reopened after a fault resumes here
+                self._delivered = True
 
     def _log(self, line: str) -> None:
         now = time.monotonic()

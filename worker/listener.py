@@ -178,7 +178,7 @@ class Listener:
             if self.fast_lane is not None:
                 self.fast_lane.stand_by()
             if self.follower is not None and not self.stopping.is_set():
-                # from where the term's fast lane got to: nothing read is skipped
+                # from where the term's fast lane got to: no delete it owed is skipped
                 self.follower.follow(self.terms.fast_laned_upto)
 
     def _warm_up(self) -> None:
@@ -202,10 +202,10 @@ class Listener:
         # the collector's reach, a full collection no longer walks it (27 ms pauses seen in
         # the loop at 500 commits/s, issue 21).
         gc.freeze()
-        # The loop that runs the fast lane shares the GIL with the binlog reader, the fast
-        # lane's scan and stream, and the lock's renewer. A thread woken by a transaction waits
-        # for the GIL up to the switch interval (5 ms by default) while another computes:
-        # shorter, that wait stops being the tail of commit -> gone (issue 21).
+        # The fast lane's deletes share the GIL with the binlog reader, the term's loop, the
+        # fast lane's scans and the lock's renewer. A thread woken by a transaction waits for
+        # the GIL up to the switch interval (5 ms by default) while another computes: shorter,
+        # that wait stops being the tail of commit -> gone (issue 21).
         sys.setswitchinterval(SWITCH_INTERVAL_S)
         self._warmed_up = True
 
