@@ -22,6 +22,7 @@ catching up streams twice for a moment, and one server_id may hold one stream on
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -32,21 +33,21 @@ import pymysql
 from adapters.mysql.sources import SourcePicker
 from adapters.redis.connection import connect_redis
 from config import Settings
-from core.backoff import doubling
+from core.backoff import Reconnects
 from core.position import Position, position_text
-from worker.batcher import Transaction
 from worker.fast_lane import FastLane
-from worker.fast_lane_feed import FastLaneFeed
+from worker.fast_lane_feed import FastLaneFeed, Feed
 from worker.faults import TRANSIENT, ReaderError
 from worker.server_check import check_server, current_position
-from worker.stream import BinlogReader
+from worker.stream import QUEUE_SIZE, BinlogReader
 
 log = logging.getLogger(__name__)
 
 RECONNECT_FIRST_S, RECONNECT_MAX_S = 0.1, 0.5
-FROM_THE_END_AFTER = 2  # failed opens in a row from one position: follow from the end instead
+# Failed streams in a row (none delivered a transaction) after which the next one opens at the
+# binlog's end instead of where the last one got to (a position the source refuses: a failover)
+FROM_THE_END_AFTER = 2
 LOG_EVERY_S = 10.0
-QUEUE_SIZE = 50_000
 
 
 def own_server_id(listener_server_id: int) -> int:
@@ -60,7 +61,6 @@ class FastLaneStream:
     def __init__(self, settings: Settings, fast_lane: FastLane, name: str) -> None:
         listener = replace(settings.listener, server_id=own_server_id(settings.listener.server_id))
         self.settings = replace(settings, listener=listener)
-        self.fast_lane = fast_lane
         self.name = name
         self.sources = SourcePicker(settings.sources)
         # Its own delete connection (a client is not shared across threads here), quick to
@@ -72,7 +72,10 @@ class FastLaneStream:
         self._thread: threading.Thread | None = None
         self.feed = FastLaneFeed(fast_lane, name, client)
         self._logged_at = float("-inf")
-        self._delivered = False  # the current stream has delivered a transaction
+        # a stream that delivered a transaction starts the count afresh (succeeded())
+        self._reconnects = Reconnects(
+            RECONNECT_FIRST_S, RECONNECT_MAX_S, math.inf, FROM_THE_END_AFTER
+        )
 
     # ---- what the listener says ---------------------------------------------------------
 
@@ -111,22 +114,21 @@ class FastLaneStream:
     # ---- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        failures = 0
+        reconnects = self._reconnects
         while not self._stopping.is_set():
             if not self._following.wait(0.1):
                 continue
             try:
                 self._follow_once()
-                failures = 0
+                reconnects.succeeded()
             except (*TRANSIENT, ReaderError, pymysql.Error) as exc:
-                # a stream that delivered is a new outage's first failure, not the next one
-                failures = 1 if self._delivered else failures + 1
-                if failures >= FROM_THE_END_AFTER:
+                delay = reconnects.failed(0.0)
+                if reconnects.step_aside:
                     self._start = None  # a position the source refuses (a failover): the end
                 self._log(f"fast lane: its binlog stream failed ({exc}); reopening")
-                self._stopping.wait(doubling(failures, RECONNECT_FIRST_S, RECONNECT_MAX_S))
+                self._stopping.wait(delay)
             except Exception as exc:  # never let the thread die: the terms' sweeps go on
-                failures += 1
+                reconnects.failed(0.0)
                 log.exception("%s: fast lane: its binlog stream stopped (%s)", self.name, exc)
                 self._start = None
                 self._stopping.wait(RECONNECT_MAX_S)
@@ -140,8 +142,7 @@ class FastLaneStream:
         finally:
             conn.close()
         self._start = start
-        self._delivered = False
-        events: queue.Queue[Transaction | BaseException] = queue.Queue(maxsize=QUEUE_SIZE)
+        events: Feed = queue.Queue(maxsize=QUEUE_SIZE)
         reader = BinlogReader(self.settings, server, start, events, self.sources.current)
         reader.start()
         log.info(
@@ -156,14 +157,14 @@ class FastLaneStream:
         finally:
             reader.stop()
 
-    def _round(self, events: queue.Queue[Transaction | BaseException]) -> None:
+    def _round(self, events: Feed) -> None:
         taken = self.feed.taken
         try:
             self.feed.round(events)
         finally:
             if self.feed.taken != taken:
                 self._start = self.feed.position  # a stream reopened after a fault resumes here
-                self._delivered = True
+                self._reconnects.succeeded()
 
     def _log(self, line: str) -> None:
         now = time.monotonic()

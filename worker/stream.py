@@ -48,6 +48,8 @@ from worker.stream_position import StreamPosition
 
 log = logging.getLogger(__name__)
 
+QUEUE_SIZE = 50_000  # transactions a reader's queue holds ahead of its consumer
+
 # The columns the element images are made of (core.changes): all the decoder decodes.
 # chunk_id: the rows a batch changed, whose commits the invalidate task waits to see.
 CHUNK_KEYS = ("chunk_id", "realm_id", "element_category", "priority_score", "enforcement_level")

@@ -28,13 +28,12 @@ from worker.fast_lane_feed import FastLaneFeed, FeedThread
 from worker.faults import TRANSIENT, ReaderError, binlog_gone
 from worker.ledger import Ledger
 from worker.server_check import ServerInfo, check_server, current_position, gtid_position
-from worker.stream import BinlogReader
+from worker.stream import QUEUE_SIZE, BinlogReader
 from worker.term import ListenerParts, Term
 
 log = logging.getLogger(__name__)
 
 HEALTHY_AFTER = 60.0  # a stream that ran this long resets the reconnect backoff
-QUEUE_SIZE = 50_000  # transactions read ahead of the batch loop
 
 
 @dataclass(frozen=True)
