@@ -27,7 +27,7 @@ from typing import Any
 import redis
 from pymysqlreplication.row_event import UpdateRowsEvent
 
-from bench.bench_pipeline import bare_reader_seconds, gtid_pos, sidecar_running
+from bench.bench_pipeline import bare_reader_seconds, sidecar_running
 from config.mysql import MySQLSettings
 from config.query import Query
 from tests.binlog_rows import bitmap, encode_image, synthetic_event
@@ -75,7 +75,7 @@ def bench_noise(car: Sidecar, ids: list[str], rows: int) -> None:
         car.sync()
         assert car.listener is not None
         car.listener.stop()
-        start = gtid_pos(car.conn)
+        start = car.gtid_now()
         t0 = time.perf_counter()
         with car.conn.cursor() as cur:
             cur.execute(f"SET SESSION binlog_row_image = {image}")
@@ -89,7 +89,7 @@ def bench_noise(car: Sidecar, ids: list[str], rows: int) -> None:
             write_s = time.perf_counter() - t0
             key = last_change(car, f"noise-{image}")
             cur.execute("SET SESSION binlog_row_image = FULL")
-        end = gtid_pos(car.conn)
+        end = car.gtid_now()
         base_s, seen = bare_reader_seconds(settings, start, end, car.database)
         pipe_s = resume(car, key)
         base2_s, _ = bare_reader_seconds(settings, start, end, car.database)
@@ -116,7 +116,7 @@ def bench_stall(car: Sidecar, ids: list[str], commits: int) -> None:
     car.sync()
     assert car.listener is not None
     settings = settings_of(car)
-    start = gtid_pos(car.conn)
+    start = car.gtid_now()
     car.listener.proc.send_signal(signal.SIGSTOP)
     try:
         with car.conn.cursor() as cur:
@@ -126,7 +126,7 @@ def bench_stall(car: Sidecar, ids: list[str], commits: int) -> None:
                     (f"burst{i}", ids[i % len(ids)]),
                 )
         key = last_change(car, "burst-end")
-        end = gtid_pos(car.conn)
+        end = car.gtid_now()
         base_s, rows = bare_reader_seconds(settings, start, end, car.database)
     finally:
         t0 = time.perf_counter()

@@ -25,7 +25,6 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import pymysql
 import redis
 from pymysqlreplication import BinLogStreamReader
 from pymysqlreplication.event import MariadbGtidEvent, XidEvent
@@ -60,12 +59,6 @@ def sidecar_running(
         car.start_listener()
         car.sync()
         yield car
-
-
-def gtid_pos(conn: pymysql.Connection) -> str:
-    with conn.cursor() as cur:
-        cur.execute("SELECT @@GLOBAL.gtid_binlog_pos")
-        return str(cur.fetchone()[0])
 
 
 class Writer(threading.Thread):
@@ -205,7 +198,7 @@ def bench_catch_up(car: Sidecar, commits: int) -> None:
     car.sync()
     assert car.listener is not None
     car.listener.stop()
-    start = gtid_pos(car.conn)
+    start = car.gtid_now()
     with car.conn.cursor() as cur:
         for i in range(commits - 1):
             cur.execute(
@@ -214,7 +207,7 @@ def bench_catch_up(car: Sidecar, commits: int) -> None:
             )
     (key,) = car.plant(Query(("latency",)))
     car.execute("UPDATE megamind_chunks SET content = 'last' WHERE chunk_id = 'lat'")
-    end = gtid_pos(car.conn)
+    end = car.gtid_now()
     settings = mysql_settings(car.env)
     base_s, rows = bare_reader_seconds(settings, start, end, car.database)
     sweeps_before = sweeps_done(car)
