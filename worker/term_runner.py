@@ -182,7 +182,8 @@ class TermRunner:
 
     def _stream(self, term: Term, opening: _Opening, start: Position) -> None:
         events: Events = queue.Queue(maxsize=QUEUE_SIZE)
-        feed, fast = self._fast_lane_feed()
+        fast = self._fast_lane_thread()
+        feed = fast.feed if fast is not None else None
         reader = BinlogReader(
             self.parts.settings,
             opening.server,
@@ -205,16 +206,15 @@ class TermRunner:
             # where the fast lane's own stream takes over: no delete owed is passed over
             self.fast_laned_upto = feed.done_upto if feed and feed.done_upto else start
 
-    def _fast_lane_feed(self) -> tuple[FastLaneFeed | None, FeedThread | None]:
+    def _fast_lane_thread(self) -> FeedThread | None:
         """The term's fast lane: a thread of its own that the reader feeds (a second queue,
         unbounded: the reader must never wait for it)."""
         fast_lane = self.parts.fast_lane
         if fast_lane is None:
-            return None, None
-        feed = FastLaneFeed(fast_lane, self.parts.name)
-        thread = FeedThread(feed, queue.Queue())
+            return None
+        thread = FeedThread(FastLaneFeed(fast_lane, self.parts.name), queue.Queue())
         thread.start()
-        return feed, thread
+        return thread
 
     def _ends_term_quietly(self, exc: BaseException, start: Position, ran_s: float) -> bool:
         """Whether a broken stream starts the next term at once, without a backoff: the
